@@ -1,0 +1,1 @@
+"""tap-redis-stream: read Redis Streams into Singer messages, resumably."""
