@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 OperationKind = Literal["insert", "update", "delete"]
@@ -30,7 +30,6 @@ class Operation:
     row: Mapping[str, Any]
     where: Any = None
     force_drain: bool = False
-    kafka_row: Mapping[str, Any] | None = field(default=None)
 
 
 class EntryDecoder(Protocol):
