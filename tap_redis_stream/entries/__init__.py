@@ -20,9 +20,7 @@ class Operation:
     `row` maps column names (already mapped / snake_cased) to values ready for
     PostgreSQL to cast: str, int, float, bool, None, list (PostgreSQL array) or
     dict (JSON). `where` is the structured clause of an update/delete (see
-    entries.euler_kv for its shape); `kafka_row` is what the old drainer
-    published to Kafka for this entry (`modelObject` / `updatedModel` with
-    mappings applied), when the format carries one.
+    entries.euler_kv for its shape).
     """
 
     table: str
