@@ -151,10 +151,27 @@ def start_postgres(*, durable: bool = False) -> Server:
         "listen_addresses=127.0.0.1",
     ]
     if not durable:
-        settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        settings += [
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*demote, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", "", *settings],
+            [
+                *demote,
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                "",
+                *settings,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

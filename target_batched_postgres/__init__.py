@@ -1,0 +1,1 @@
+"""target-batched-postgres: column-signature batches, Kafka first, then PostgreSQL."""

@@ -1,0 +1,90 @@
+"""A flush, in named steps: publish to Kafka -> write the batch -> fallback -> dead-letter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from target_batched_postgres import control
+from target_batched_postgres.batcher import TableBatcher
+from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
+from target_batched_postgres.metrics import DrainerMetric, Metrics
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
+from target_batched_postgres.values import to_json_bytes
+
+
+@dataclass
+class TableRoute:
+    """Where one Singer stream's records go, and its open buckets."""
+
+    stream: str
+    spec: TableSpec
+    batcher: TableBatcher
+    topic: str
+    to_kafka: bool
+    to_postgres: bool  # False for Kafka-only tables: only force-drained records go
+
+
+def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMessage:
+    """The row as JSON; key = source stream (keeps a shard's order) else the primary key."""
+    row = {k: v for k, v in record.items() if k not in control.CONTROL_PROPERTIES}
+    source = record.get(control.SOURCE_STREAM)
+    entry = record.get(control.SOURCE_ENTRY_ID)
+    key: bytes | None
+    if source is not None:
+        key = str(source).encode()
+    elif route.spec.key_properties:
+        values = [record.get(k) for k in route.spec.key_properties]
+        key = str(values[0]).encode() if len(values) == 1 else to_json_bytes(values)
+    else:
+        key = None
+    headers: list[tuple[str, str | bytes | None]] = [("table", route.spec.name.encode())]
+    if source is not None:
+        headers.append(("source_stream", str(source).encode()))
+    if entry is not None:
+        headers.append(("source_entry_id", str(entry).encode()))
+    return KafkaMessage(route.topic, key, to_json_bytes(row), headers)
+
+
+class Flusher:
+    """Makes a batch durable: acknowledged by Kafka, then committed in PostgreSQL."""
+
+    def __init__(
+        self, kafka: KafkaPublisher | None, postgres: PostgresWriter, metrics: Metrics
+    ) -> None:
+        self.kafka = kafka
+        self.postgres = postgres
+        self.metrics = metrics
+
+    def flush(
+        self,
+        route: TableRoute,
+        keys: Sequence[str],
+        records: Sequence[dict[str, Any]],
+        *,
+        force_drain: bool = False,
+    ) -> None:
+        started = time.perf_counter()
+        if route.to_kafka and self.kafka is not None:
+            self.publish_to_kafka(route, records)
+        if route.to_postgres or force_drain:
+            self.write_to_postgres(route, keys, records)
+        self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
+        self.metrics.log_totals_if_due()
+
+    def publish_to_kafka(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
+        if self.kafka is None:
+            raise RuntimeError("Kafka is switched off")
+        self.kafka.publish([build_kafka_message(route, r) for r in records])
+
+    def write_to_postgres(
+        self, route: TableRoute, keys: Sequence[str], records: Sequence[dict[str, Any]]
+    ) -> None:
+        result = self.postgres.write(route.spec, keys, records)
+        self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
+        self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
+        if result.fallback_used:
+            self.metrics.increment(DrainerMetric.BATCH_FALLBACK_USED)
+            self.metrics.log(DrainerMetric.BATCH_FALLBACK_USED, 1, table=route.spec.name)

@@ -1,0 +1,42 @@
+"""Table, column and topic names: PostgreSQL's limits held as data."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+_HASH_CHARS = 8
+_NOT_TABLE_CHAR = re.compile(r"[^a-z0-9_]")
+_NOT_TOPIC_CHAR = re.compile(r"[^A-Za-z0-9._-]")
+MAX_TOPIC_CHARS = 249
+
+
+def fit_identifier(name: str) -> str:
+    """Return `name` if it fits in 63 bytes, else a truncated name with a hash suffix.
+
+    PostgreSQL silently truncates longer identifiers, so two long names sharing
+    their first 63 bytes would collide; the hash of the full name keeps them apart.
+    """
+    encoded = name.encode("utf-8")
+    if len(encoded) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha1(encoded, usedforsecurity=False).hexdigest()[:_HASH_CHARS]
+    keep = MAX_IDENTIFIER_BYTES - _HASH_CHARS - 1
+    prefix = encoded[:keep].decode("utf-8", errors="ignore")
+    return f"{prefix}_{digest}"
+
+
+def table_name_for_stream(stream_name: str) -> str:
+    """Destination table of a Singer stream: lower case, `[a-z0-9_]` only, <= 63 bytes.
+
+    `test:SpecialChars!in?attributes` -> `test_specialchars_in_attributes`.
+    """
+    cleaned = _NOT_TABLE_CHAR.sub("_", stream_name.lower()) or "_"
+    return fit_identifier(cleaned)
+
+
+def topic_name(template: str, table: str, stream: str) -> str:
+    """Kafka topic from the template (`{table}`, `{stream}` placeholders), made legal."""
+    name = template.replace("{table}", table).replace("{stream}", stream)
+    return _NOT_TOPIC_CHAR.sub("_", name)[:MAX_TOPIC_CHARS]

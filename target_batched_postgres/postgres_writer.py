@@ -1,0 +1,375 @@
+"""PostgreSQL I/O: tables, one statement per batch, per-record fallback, dead letters.
+
+Only this module talks to psycopg; driver errors are translated here into
+`TransientError` (retry the whole batch), `RecordRejected` (this row's data is
+bad) or `FatalError` (stop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from target_batched_postgres import control
+from target_batched_postgres.errors import (
+    ConfigError,
+    FatalError,
+    RecordRejected,
+    TargetError,
+    TransientError,
+)
+from target_batched_postgres.identifiers import fit_identifier
+from target_batched_postgres.metrics import DrainerMetric, Metrics
+from target_batched_postgres.pgtypes import ColumnType, type_for_schema, type_for_value
+from target_batched_postgres.retry import RetryPolicy
+from target_batched_postgres.sql import (
+    COLUMNS_QUERY,
+    OnConflict,
+    build_add_column,
+    build_create_dead_letter_table,
+    build_create_schema,
+    build_create_table,
+    build_insert,
+    build_insert_dead_letter,
+)
+from target_batched_postgres.values import ENCODERS, to_json_bytes
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10
+# SQLSTATE classes: the row's data is at fault -> fall back / dead-letter it.
+_RECORD_CLASSES = ("22", "23", "21")
+_RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001"}
+# The server or the connection is at fault -> retry the batch.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def translate(exc: psycopg.Error) -> TargetError:
+    """Map a psycopg error to what the caller should do about it."""
+    state = exc.sqlstate or ""
+    if state.startswith(_TRANSIENT_CLASSES) or (
+        isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not state
+    ):
+        return TransientError(f"{type(exc).__name__}: {exc}".strip())
+    if state.startswith(_RECORD_CLASSES) or state in _RECORD_STATES:
+        return RecordRejected(str(exc).strip(), state)
+    if isinstance(exc, psycopg.DataError) and not state:
+        # Raised by psycopg before sending, e.g. a NUL byte in a text value.
+        return RecordRejected(str(exc).strip())
+    return FatalError(f"PostgreSQL error {state or type(exc).__name__}: {exc}".strip())
+
+
+@dataclass
+class TableSpec:
+    """What the SCHEMA says about a destination table."""
+
+    name: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    key_properties: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    written: int
+    dead_lettered: int
+    fallback_used: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    table: str
+    record: Mapping[str, Any]
+    error: str
+    sqlstate: str | None
+
+
+class PostgresWriter:
+    """Writes batches of same-signature records into PostgreSQL tables."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str,
+        *,
+        dead_letter_table: str,
+        on_conflict: OnConflict,
+        fail_on_record_error: bool,
+        retry: RetryPolicy,
+        metrics: Metrics,
+    ) -> None:
+        self._conninfo = conninfo
+        self.schema = schema
+        self._dead_letter_table = dead_letter_table
+        self._on_conflict = on_conflict
+        self._fail_on_record_error = fail_on_record_error
+        self._retry = retry
+        self._metrics = metrics
+        self._conn: psycopg.Connection[Any] | None = None
+        self._columns: dict[str, dict[str, ColumnType]] = {}
+
+    # -- connection -------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._columns.clear()
+            conn = psycopg.connect(
+                self._conninfo,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                autocommit=True,  # transactions are explicit: conn.transaction()
+                application_name="target-batched-postgres",
+                options="-c TimeZone=UTC",
+            )
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def _execute(self, statement: sql.Composed, params: Sequence[Any] | None = None) -> int:
+        conn = self._connect()
+        try:
+            cursor = conn.execute(statement, params)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        self._metrics.increment(DrainerMetric.SQL_STATEMENTS)
+        return cursor.rowcount
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A transaction (or a savepoint inside one); driver errors are translated."""
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    def preflight(self) -> None:
+        """Connect, check privileges, create the schema and the dead-letter table.
+
+        Runs before any input is read, so a bad URL or missing privileges fail fast.
+        """
+        try:
+            self._retry.run(self._preflight_once, what="PostgreSQL preflight", attempts=1)
+        except TargetError as exc:
+            raise ConfigError(
+                f"database_url: cannot prepare PostgreSQL schema {self.schema!r}: {exc}"
+            ) from exc
+
+    def _preflight_once(self) -> None:
+        try:
+            self._connect()
+        except psycopg.Error as exc:
+            raise TransientError(f"cannot connect: {exc}".strip()) from exc
+        with self._transaction():
+            self._execute(build_create_schema(self.schema))
+            self._execute(build_create_dead_letter_table(self.schema, self._dead_letter_table))
+
+    # -- tables -----------------------------------------------------------------
+
+    def _table_columns(self, table: str) -> dict[str, ColumnType]:
+        if table not in self._columns:
+            cursor = self._connect().execute(COLUMNS_QUERY, (self.schema, table))
+            self._columns[table] = {
+                name: ColumnType.from_catalog(nsp, typ, cat) for name, nsp, typ, cat in cursor
+            }
+        return self._columns[table]
+
+    def _ensure_columns(
+        self, spec: TableSpec, columns: Mapping[str, str], sample: Sequence[Mapping[str, Any]]
+    ) -> dict[str, ColumnType]:
+        """Create the table, or add the columns it lacks; return its column types.
+
+        `columns` maps record keys to column names. Types come from the SCHEMA
+        where it declares the property, else from the first non-null value.
+        An existing column's own type is never changed.
+        """
+        existing = self._table_columns(spec.name)
+        wanted = dict(columns)
+        for prop in spec.properties:
+            if prop not in control.CONTROL_PROPERTIES:
+                wanted.setdefault(prop, column_name(prop))
+        missing = {key: col for key, col in wanted.items() if col not in existing}
+        if not missing:
+            return existing
+
+        def new_type(key: str) -> ColumnType:
+            if key in spec.properties:
+                return type_for_schema(spec.properties[key])
+            value = next((r[key] for r in sample if r.get(key) is not None), None)
+            return type_for_value(value)
+
+        with self._transaction():
+            if not existing:
+                pk = [column_name(k) for k in spec.key_properties]
+                defs = [(col, new_type(key)) for key, col in missing.items()]
+                self._execute(build_create_table(self.schema, spec.name, defs, pk))
+            else:
+                for key, col in missing.items():
+                    self._execute(build_add_column(self.schema, spec.name, col, new_type(key)))
+        self._columns.pop(spec.name, None)
+        return self._table_columns(spec.name)
+
+    # -- writes -----------------------------------------------------------------
+
+    def write(
+        self, spec: TableSpec, keys: Sequence[str], records: Sequence[Mapping[str, Any]]
+    ) -> WriteResult:
+        """Write same-signature records: one statement, else one savepoint each.
+
+        Transient errors retry the whole write (in a new transaction) with
+        backoff; records still failing alone are dead-lettered (or stop the run).
+        """
+        return self._retry.run(
+            lambda: self._write_once(spec, keys, records), what=f"write to {spec.name!r}"
+        )
+
+    def _write_once(
+        self, spec: TableSpec, keys: Sequence[str], records: Sequence[Mapping[str, Any]]
+    ) -> WriteResult:
+        columns = {key: column_name(key) for key in keys}
+        types = self._ensure_columns(spec, columns, records)
+        names = [columns[k] for k in keys]
+        pk = [column_name(k) for k in spec.key_properties]
+        statement = build_insert(
+            self.schema,
+            spec.name,
+            names,
+            [types[n] for n in names],
+            on_conflict=self._on_conflict,
+            key_columns=pk,
+        )
+        rows = _dedupe_by_key(records, spec.key_properties) if self._upserting(pk) else records
+        encoders = [ENCODERS[types[n].kind] for n in names]
+        with self._transaction():
+            try:
+                with self._transaction():
+                    self._insert(statement, keys, encoders, rows)
+                return WriteResult(len(records), 0, fallback_used=False)
+            except RecordRejected as batch_error:
+                if len(rows) == 1:
+                    self._dead_letter_all(
+                        [DeadLetter(spec.name, rows[0], str(batch_error), batch_error.sqlstate)]
+                    )
+                    return WriteResult(0, 1, fallback_used=False)
+                logger.warning(
+                    "Batch of %d rows for %r failed (%s); writing row by row.",
+                    len(rows),
+                    spec.name,
+                    batch_error,
+                )
+            failed = self._fallback(statement, keys, encoders, spec.name, rows)
+            self._dead_letter_all(failed)
+        return WriteResult(len(rows) - len(failed), len(failed), fallback_used=True)
+
+    def _upserting(self, pk: Sequence[str]) -> bool:
+        return self._on_conflict is OnConflict.UPSERT and bool(pk)
+
+    def _insert(
+        self,
+        statement: sql.Composed,
+        keys: Sequence[str],
+        encoders: Sequence[Any],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        if keys:
+            params: list[Any] = [
+                [encode(row.get(key)) for row in rows]
+                for key, encode in zip(keys, encoders, strict=True)
+            ]
+        else:
+            params = [len(rows)]
+        self._execute(statement, params)
+        self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
+
+    def _fallback(
+        self,
+        statement: sql.Composed,
+        keys: Sequence[str],
+        encoders: Sequence[Any],
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+    ) -> list[DeadLetter]:
+        """Write each row in its own savepoint; return the rows that still fail."""
+        failed: list[DeadLetter] = []
+        for row in rows:
+            try:
+                with self._transaction():
+                    self._insert(statement, keys, encoders, [row])
+            except RecordRejected as exc:
+                failed.append(DeadLetter(table, row, str(exc), exc.sqlstate))
+        return failed
+
+    def _dead_letter_all(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        if self._fail_on_record_error:
+            first = letters[0]
+            raise FatalError(
+                f"record rejected by PostgreSQL (on_record_error=fail): table {first.table!r}, "
+                f"{describe_source(first.record)}: {first.error}"
+            )
+        statement = build_insert_dead_letter(self.schema, self._dead_letter_table)
+        for letter in letters:
+            logger.error(
+                "Dead-lettering a record of %r (%s): %s",
+                letter.table,
+                describe_source(letter.record),
+                letter.error,
+            )
+            self._execute(
+                statement,
+                (
+                    letter.table,
+                    dead_letter_payload(letter.record),
+                    letter.error,
+                    letter.sqlstate,
+                    _text_or_none(letter.record.get(control.SOURCE_STREAM)),
+                    _text_or_none(letter.record.get(control.SOURCE_ENTRY_ID)),
+                ),
+            )
+
+
+def column_name(key: str) -> str:
+    """Column for a record key: the key itself, made to fit PostgreSQL's 63 bytes."""
+    return fit_identifier(key)
+
+
+def _dedupe_by_key(
+    records: Sequence[Mapping[str, Any]], key_properties: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """Keep the last record per key: one upsert statement may touch a row only once."""
+    latest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for record in records:
+        latest[tuple(repr(record.get(k)) for k in key_properties)] = record
+    return list(latest.values())
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def describe_source(record: Mapping[str, Any]) -> str:
+    stream = record.get(control.SOURCE_STREAM)
+    entry = record.get(control.SOURCE_ENTRY_ID)
+    if stream is None and entry is None:
+        return "no source entry"
+    return f"source stream {stream!r}, entry {entry!r}"
+
+
+def dead_letter_payload(record: Mapping[str, Any]) -> str:
+    """The record as JSON text for the jsonb payload column.
+
+    jsonb cannot hold `\\u0000`; such escapes are kept as the visible text
+    `\\u0000` so the payload still shows where the NUL byte was.
+    """
+    text = to_json_bytes(dict(record)).decode()
+    return text.replace("\\u0000", "\\\\u0000")

@@ -1,0 +1,181 @@
+"""The target's settings: JSON Schema for `--about`, and the operators' env switches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from singer_sdk import typing as th
+
+from target_batched_postgres.errors import ConfigError
+from target_batched_postgres.sql import OnConflict
+
+CONFIG_SCHEMA = th.PropertiesList(
+    th.Property(
+        "database_url",
+        th.StringType,
+        secret=True,
+        description=(
+            "libpq connection URL or DSN of the destination PostgreSQL, e.g. "
+            "`postgresql://user:password@host:5432/db`. Empty: libpq's PG* environment "
+            "variables and defaults."
+        ),
+    ),
+    th.Property(
+        "default_target_schema",
+        th.StringType,
+        default="public",
+        description="PostgreSQL schema that holds the tables (created if missing).",
+    ),
+    th.Property(
+        "insert_batch_size",
+        th.IntegerType(minimum=1),
+        default=100,
+        description=(
+            "Records per column-signature bucket before it is flushed as one statement. "
+            "Env `INSERT_BATCH_SIZE` overrides it."
+        ),
+    ),
+    th.Property(
+        "batched_create_enabled",
+        th.BooleanType,
+        default=True,
+        description=(
+            "false: every record takes the individual path (Kafka, then one INSERT), the "
+            "old drainer's behaviour, kept as the emergency switch. Env "
+            "`BATCHED_CREATE_ENABLED` overrides it."
+        ),
+    ),
+    th.Property(
+        "max_batch_age_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=60,
+        description="A bucket whose oldest record is older than this is flushed.",
+    ),
+    th.Property(
+        "on_conflict",
+        th.StringType,
+        allowed_values=[e.value for e in OnConflict],
+        default=OnConflict.DO_NOTHING.value,
+        description=(
+            "Insert of an existing key: `do_nothing` (a replayed create is a success, as "
+            "the drainer did), `error` (the row is dead-lettered), or `upsert` (update the "
+            "row on the stream's key properties)."
+        ),
+    ),
+    th.Property(
+        "on_record_error",
+        th.StringType,
+        allowed_values=["dead_letter", "fail"],
+        default="dead_letter",
+        description=(
+            "A record PostgreSQL still rejects when written alone: `dead_letter` it and go "
+            "on, or `fail` the run."
+        ),
+    ),
+    th.Property(
+        "dead_letter_table",
+        th.StringType,
+        default="_dead_letters",
+        description="Table (in `default_target_schema`) for rejected records.",
+    ),
+    th.Property(
+        "kafka_enabled",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Publish records to Kafka before writing PostgreSQL. Env `PUSH_TO_KAFKA` overrides it."
+        ),
+    ),
+    th.Property(
+        "kafka_bootstrap_servers",
+        th.StringType,
+        description="Kafka bootstrap servers, `host:port[,host:port]`.",
+    ),
+    th.Property(
+        "kafka_topic_template",
+        th.StringType,
+        default="{table}",
+        description="Topic per table; `{table}` and `{stream}` are replaced.",
+    ),
+    th.Property(
+        "kafka_only_tables",
+        th.ArrayType(th.StringType),
+        default=[],
+        description="Tables published to Kafka only; PostgreSQL gets their force-drained records.",
+    ),
+    th.Property(
+        "db_only_tables",
+        th.ArrayType(th.StringType),
+        default=[],
+        description="Tables never published to Kafka.",
+    ),
+    th.Property(
+        "kafka_producer_config",
+        th.ObjectType(additional_properties=True),
+        secret=True,
+        default={},
+        description=(
+            "Extra librdkafka producer settings (TLS, SASL, compression...). "
+            "`enable.idempotence` and `acks=all` are always enforced."
+        ),
+    ),
+    th.Property(
+        "kafka_delivery_timeout_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=30,
+        description="How long one produce attempt waits for acknowledgements.",
+    ),
+    th.Property(
+        "max_attempts",
+        th.IntegerType(minimum=1),
+        default=5,
+        description=(
+            "Attempts for a transient failure (PostgreSQL connection lost, deadlock, "
+            "Kafka delivery) before the run fails."
+        ),
+    ),
+    th.Property(
+        "retry_backoff_seconds",
+        th.NumberType(minimum=0),
+        default=1.0,
+        description="First retry wait; doubles each attempt, capped at 10 s.",
+    ),
+    th.Property(
+        "schema_variation_threshold",
+        th.IntegerType(minimum=1),
+        default=3,
+        description="Alert (`schema_variation_alert`) when a table shows more column signatures.",
+    ),
+).to_dict()
+
+# Operator switches of the old drainer, honoured under their own names. They
+# win over the config file: they are emergency switches.
+ENV_SWITCHES: dict[str, tuple[str, type]] = {
+    "INSERT_BATCH_SIZE": ("insert_batch_size", int),
+    "BATCHED_CREATE_ENABLED": ("batched_create_enabled", bool),
+    "PUSH_TO_KAFKA": ("kafka_enabled", bool),
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def apply_env_switches(
+    config: MutableMapping[str, Any], env: Mapping[str, str] = os.environ
+) -> None:
+    """Override settings from the operator switches, naming a bad value's variable."""
+    for var, (setting, kind) in ENV_SWITCHES.items():
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        text = raw.strip().lower()
+        if kind is bool:
+            if text not in _TRUE | _FALSE:
+                raise ConfigError(f"{var}={raw!r}: expected true or false")
+            config[setting] = text in _TRUE
+        else:
+            try:
+                config[setting] = int(text)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r}: expected an integer") from None

@@ -1,0 +1,148 @@
+"""Pure SQL builders: `psycopg.sql.Composed` statements, no connection needed.
+
+Identifiers are always quoted through `psycopg.sql.Identifier`; values are
+always bound parameters. A batch insert is one statement whatever its size:
+one text array per column, unnested and cast by PostgreSQL into each column's
+own type, so the statement text (and its prepared plan) depends only on the
+column signature, never on the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+from psycopg import sql
+
+from target_batched_postgres.pgtypes import ColumnType
+
+
+class OnConflict(StrEnum):
+    """What an insert does when a row with the same key exists."""
+
+    DO_NOTHING = "do_nothing"
+    ERROR = "error"
+    UPSERT = "upsert"
+
+
+def qualified(schema: str, table: str) -> sql.Identifier:
+    return sql.Identifier(schema, table)
+
+
+def build_create_schema(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+def _type(column_type: ColumnType) -> sql.Identifier:
+    return sql.Identifier(column_type.schema, column_type.name)
+
+
+def build_create_table(
+    schema: str,
+    table: str,
+    columns: Sequence[tuple[str, ColumnType]],
+    primary_key: Sequence[str],
+) -> sql.Composed:
+    """CREATE TABLE IF NOT EXISTS with the given columns and primary key."""
+    parts = [sql.SQL("{} {}").format(sql.Identifier(name), _type(ct)) for name, ct in columns]
+    if primary_key:
+        parts.append(
+            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+        )
+    return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        qualified(schema, table), sql.SQL(", ").join(parts)
+    )
+
+
+def build_add_column(schema: str, table: str, column: str, column_type: ColumnType) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+        qualified(schema, table), sql.Identifier(column), _type(column_type)
+    )
+
+
+# Columns of a table with their types' schema, name and category (A = array).
+COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname, n.nspname, t.typname, t.typcategory"
+    " FROM pg_catalog.pg_attribute a"
+    " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"
+    " WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))"
+    " AND a.attnum > 0 AND NOT a.attisdropped"
+    " ORDER BY a.attnum"
+)
+
+
+def _conflict_clause(
+    on_conflict: OnConflict, columns: Sequence[str], key_columns: Sequence[str]
+) -> sql.Composable:
+    if on_conflict is OnConflict.ERROR:
+        return sql.SQL("")
+    if on_conflict is OnConflict.UPSERT and key_columns:
+        updates = [c for c in columns if c not in key_columns]
+        if updates:
+            return sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, key_columns)),
+                sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+                ),
+            )
+    return sql.SQL(" ON CONFLICT DO NOTHING")
+
+
+def build_insert(
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[ColumnType],
+    *,
+    on_conflict: OnConflict = OnConflict.DO_NOTHING,
+    key_columns: Sequence[str] = (),
+) -> sql.Composed:
+    """One INSERT for any number of rows: one `text[]` parameter per column.
+
+    `INSERT INTO t (a, b) SELECT CAST(u.c0 AS type_a), CAST(u.c1 AS type_b)
+    FROM unnest($1::text[], $2::text[]) AS u(c0, c1) ON CONFLICT DO NOTHING`.
+    Text arrays keep array columns intact (unnest would flatten a 2-D array)
+    and let PostgreSQL cast each value as it cast the drainer's literals. With
+    no columns at all, the first parameter is the row count.
+    """
+    target = qualified(schema, table)
+    conflict = _conflict_clause(on_conflict, columns, key_columns)
+    if not columns:
+        return sql.SQL("INSERT INTO {} SELECT FROM generate_series(1, %s){}").format(
+            target, conflict
+        )
+    aliases = [sql.Identifier(f"c{i}") for i in range(len(columns))]
+    casts = [
+        sql.SQL("CAST(u.{} AS {})").format(alias, _type(ct))
+        for alias, ct in zip(aliases, types, strict=True)
+    ]
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({}){}").format(
+        target,
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(casts),
+        sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in columns),
+        sql.SQL(", ").join(aliases),
+        conflict,
+    )
+
+
+def build_create_dead_letter_table(schema: str, table: str) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} ("
+        "id bigserial PRIMARY KEY, "
+        "table_name text NOT NULL, "
+        "payload jsonb NOT NULL, "
+        "error text NOT NULL, "
+        "sqlstate text, "
+        "source_stream text, "
+        "source_entry_id text, "
+        "failed_at timestamptz NOT NULL DEFAULT now())"
+    ).format(qualified(schema, table))
+
+
+def build_insert_dead_letter(schema: str, table: str) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {} (table_name, payload, error, sqlstate, source_stream, source_entry_id)"
+        " VALUES (%s, %s::jsonb, %s, %s, %s, %s)"
+    ).format(qualified(schema, table))

@@ -1,0 +1,256 @@
+"""target-batched-postgres: the drainer's batch create as a Singer target."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import PurePath
+from typing import Any
+
+from singer_sdk import Target
+from singer_sdk.exceptions import ConfigValidationError
+
+from target_batched_postgres import control
+from target_batched_postgres.batcher import Bucket, TableBatcher
+from target_batched_postgres.checkpoint import Checkpointer
+from target_batched_postgres.errors import ConfigError, FatalError
+from target_batched_postgres.flush import Flusher, TableRoute
+from target_batched_postgres.identifiers import table_name_for_stream, topic_name
+from target_batched_postgres.kafka_writer import KafkaPublisher
+from target_batched_postgres.metrics import DrainerMetric, Metrics
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, describe_source
+from target_batched_postgres.retry import RetryPolicy
+from target_batched_postgres.settings import CONFIG_SCHEMA, apply_env_switches
+from target_batched_postgres.signature import data_columns
+from target_batched_postgres.sink import BatchedPostgresSink
+from target_batched_postgres.sql import OnConflict
+
+# How often (in records) the age of open buckets is checked on the hot path.
+AGE_CHECK_EVERY_RECORDS = 256
+
+
+class TargetBatchedPostgres(Target):
+    """Batches by column signature, publishes to Kafka, then writes PostgreSQL."""
+
+    name = "target-batched-postgres"
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = BatchedPostgresSink
+
+    def __init__(
+        self,
+        *,
+        config: dict | PurePath | str | list[PurePath | str] | None = None,
+        parse_env_config: bool = False,
+        validate_config: bool = True,
+        setup_mapper: bool = True,
+    ) -> None:
+        super().__init__(
+            config=config,
+            parse_env_config=parse_env_config,
+            validate_config=validate_config,
+            setup_mapper=setup_mapper,
+        )
+        try:
+            apply_env_switches(self._config)
+        except ConfigError as exc:
+            raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
+        self._validate_config(raise_errors=validate_config)
+        # Sinks come and go with SCHEMA changes; routes (and their open
+        # buckets) live here so a new SCHEMA never forces a flush.
+        self.routes: dict[str, TableRoute] = {}
+        self.drainer_metrics = Metrics()
+        self.checkpoints = Checkpointer()
+        self._records_seen = 0
+        self._flusher: Flusher | None = None
+        self._last_age_check = time.monotonic()
+        self.max_parallelism = 1  # one connection, one producer: drain serially
+
+    # -- settings ---------------------------------------------------------------
+
+    def _setting(self, name: str) -> Any:
+        value = self.config.get(name)
+        if value is None:
+            return CONFIG_SCHEMA["properties"][name].get("default")
+        return value
+
+    @property
+    def batch_size(self) -> int:
+        return int(self._setting("insert_batch_size"))
+
+    @property
+    def batched(self) -> bool:
+        return bool(self._setting("batched_create_enabled"))
+
+    @property
+    def max_batch_age_seconds(self) -> float:
+        return float(self._setting("max_batch_age_seconds"))
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def flusher(self) -> Flusher:
+        if self._flusher is None:
+            self._flusher = self._build_flusher()
+        return self._flusher
+
+    def _build_flusher(self) -> Flusher:
+        retry = RetryPolicy(
+            max_attempts=int(self._setting("max_attempts")),
+            backoff_seconds=float(self._setting("retry_backoff_seconds")),
+        )
+        postgres = PostgresWriter(
+            self.config.get("database_url") or "",
+            str(self._setting("default_target_schema")),
+            dead_letter_table=str(self._setting("dead_letter_table")),
+            on_conflict=OnConflict(self._setting("on_conflict")),
+            fail_on_record_error=self._setting("on_record_error") == "fail",
+            retry=retry,
+            metrics=self.drainer_metrics,
+        )
+        kafka = None
+        if self._setting("kafka_enabled"):
+            servers = self.config.get("kafka_bootstrap_servers")
+            if not servers:
+                raise ConfigError("kafka_bootstrap_servers is required when kafka_enabled is true")
+            kafka = KafkaPublisher(
+                servers,
+                self._setting("kafka_producer_config") or {},
+                delivery_timeout_seconds=float(self._setting("kafka_delivery_timeout_seconds")),
+                retry=retry,
+                metrics=self.drainer_metrics,
+            )
+        return Flusher(kafka, postgres, self.drainer_metrics)
+
+    def preflight(self) -> None:
+        """Check every server before reading input: fail fast, naming the setting."""
+        flusher = self.flusher
+        flusher.postgres.preflight()
+        if flusher.kafka is not None:
+            flusher.kafka.preflight()
+
+    # The SDK marks listen() final but has no hook that runs before input is
+    # read; preflight must run there so bad settings fail before any input.
+    def listen(self, file_input: Any = None) -> None:  # type: ignore[misc]
+        self.preflight()
+        super().listen(file_input)
+
+    def process_endofpipe(self) -> None:
+        try:
+            super().process_endofpipe()
+        finally:
+            self.drainer_metrics.log_totals()
+            if self._flusher is not None:
+                if self._flusher.kafka is not None:
+                    self._flusher.kafka.close()
+                self._flusher.postgres.close()
+
+    # -- routing ----------------------------------------------------------------
+
+    def route_for(
+        self, stream: str, schema: dict[str, Any], key_properties: list[str]
+    ) -> TableRoute:
+        """The stream's route, created on first SCHEMA and updated by later ones."""
+        route = self.routes.get(stream)
+        properties = dict(schema.get("properties") or {})
+        if route is None:
+            table = table_name_for_stream(stream)
+            kafka_only = set(self._setting("kafka_only_tables") or [])
+            db_only = set(self._setting("db_only_tables") or [])
+            route = TableRoute(
+                stream=stream,
+                spec=TableSpec(table, properties, list(key_properties)),
+                batcher=TableBatcher(table, self.batch_size),
+                topic=topic_name(str(self._setting("kafka_topic_template")), table, stream),
+                to_kafka=not ({table, stream} & db_only),
+                to_postgres=not ({table, stream} & kafka_only),
+            )
+            self.routes[stream] = route
+        else:
+            route.spec.properties.update(properties)
+            route.spec.key_properties = list(key_properties)
+        return route
+
+    def accept(self, route: TableRoute, record: dict[str, Any]) -> None:
+        """Take one record: bucket it, or write it at once when forced or unbatched."""
+        operation = record.get(control.OPERATION, "insert")
+        if operation != "insert":
+            raise FatalError(
+                f"stream {route.stream!r}, {describe_source(record)}: "
+                f"{control.OPERATION}={operation!r} is not applied by this version of the "
+                "target; refusing it rather than dropping it"
+            )
+        seq = self._records_seen
+        self._records_seen += 1
+        columns = data_columns(record)
+        if record.get(control.FORCE_DRAIN) is True or not self.batched:
+            forced = record.get(control.FORCE_DRAIN) is True
+            self.flusher.flush(route, columns, [record], force_drain=forced)
+            self._after_flush()
+        else:
+            batcher = route.batcher
+            known = len(batcher.signatures_seen)
+            full = batcher.add(seq, record, columns)
+            if len(batcher.signatures_seen) > known:
+                self._check_schema_variation(route)
+            if full is not None:
+                self._flush_bucket(route, full)
+                self._after_flush()
+        if self._records_seen % AGE_CHECK_EVERY_RECORDS == 0:
+            self.flush_aged()
+
+    def _check_schema_variation(self, route: TableRoute) -> None:
+        count = len(route.batcher.signatures_seen)
+        threshold = int(self._setting("schema_variation_threshold"))
+        if count > threshold:
+            self.logger.warning(
+                "Table %r has %d column signatures (threshold %d)",
+                route.spec.name,
+                count,
+                threshold,
+            )
+            self.drainer_metrics.increment(DrainerMetric.SCHEMA_VARIATION_ALERT)
+            self.drainer_metrics.log(
+                DrainerMetric.SCHEMA_VARIATION_ALERT, count, table=route.spec.name
+            )
+
+    def _flush_bucket(self, route: TableRoute, bucket: Bucket) -> None:
+        records = [pending.record for pending in bucket.records]
+        self.flusher.flush(route, bucket.signature.columns, records)
+
+    def flush_route(self, route: TableRoute) -> None:
+        for bucket in route.batcher.take_all():
+            self._flush_bucket(route, bucket)
+        self._after_flush()
+
+    def flush_aged(self) -> None:
+        self._last_age_check = time.monotonic()
+        flushed = False
+        for route in self.routes.values():
+            for bucket in route.batcher.take_aged(self.max_batch_age_seconds):
+                self._flush_bucket(route, bucket)
+                flushed = True
+        if flushed:
+            self._after_flush()
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def _oldest_waiting_seq(self) -> int | None:
+        oldest = [r.batcher.oldest_open_seq() for r in self.routes.values()]
+        return min((s for s in oldest if s is not None), default=None)
+
+    def _after_flush(self) -> None:
+        state = self.checkpoints.take_emittable(self._oldest_waiting_seq())
+        if state is not None:
+            super()._write_state_message(copy.deepcopy(state))
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        super()._process_state_message(message_dict)
+        self.checkpoints.add(self._records_seen, message_dict["value"])
+        if time.monotonic() - self._last_age_check >= min(self.max_batch_age_seconds, 1.0):
+            self.flush_aged()
+        self._after_flush()
+
+    def _write_state_message(self, state: dict) -> None:
+        # Called by drain_all once every sink is drained: all before it is durable.
+        if self.checkpoints.mark_emitted(state):
+            super()._write_state_message(state)
