@@ -193,10 +193,13 @@ class PostgresWriter:
         An existing column's own type is never changed.
         """
         existing = self._table_columns(spec.name)
-        wanted = dict(columns)
-        for prop in spec.properties:
-            if prop not in control.CONTROL_PROPERTIES:
-                wanted.setdefault(prop, column_name(prop))
+        # The SCHEMA's property order first, then keys only the records carry.
+        wanted = {
+            prop: column_name(prop)
+            for prop in spec.properties
+            if prop not in control.CONTROL_PROPERTIES
+        }
+        wanted.update(columns)
         missing = {key: col for key, col in wanted.items() if col not in existing}
         if not missing:
             return existing

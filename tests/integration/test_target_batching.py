@@ -1,0 +1,282 @@
+"""Column-signature batching against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from target_batched_postgres.metrics import DrainerMetric
+from tests.integration.target_helpers import (
+    metric_totals,
+    record_msg,
+    run_target,
+    run_target_cli,
+    schema_msg,
+    start_target,
+    state_msg,
+    states_of,
+)
+
+PROPS = {
+    "id": {"type": "integer"},
+    "name": {"type": ["string", "null"]},
+    "city": {"type": ["string", "null"]},
+}
+
+
+def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
+    return {"database_url": pg_url, "default_target_schema": schema, **extra}
+
+
+def rows(conn: psycopg.Connection, schema: str, table: str, order: str = "id") -> list[tuple]:
+    """The table's rows, or [] while the table does not exist yet."""
+    exists = conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, table)
+    ).fetchone()
+    if exists is None or exists[0] is None:
+        return []
+    query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+        sql.Identifier(schema, table), sql.Identifier(order)
+    )
+    return conn.execute(query).fetchall()
+
+
+def alternating(n: int) -> list[str]:
+    """Records whose key sets alternate A, B, A, B: signature A has `city`, B does not."""
+    lines = []
+    for i in range(n):
+        if i % 2 == 0:
+            lines.append(record_msg("people", {"id": i, "name": f"n{i}", "city": "x"}))
+        else:
+            lines.append(record_msg("people", {"id": i, "name": f"n{i}"}))
+    return lines
+
+
+def test_alternating_signatures_make_two_full_batches(pg_url, pg_schema, pg_conn):
+    batch = 10
+    run = run_target(
+        config(pg_url, pg_schema, insert_batch_size=batch),
+        [schema_msg("people", PROPS, ["id"]), *alternating(2 * batch)],
+    )
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 2
+    assert run.count(DrainerMetric.RECORDS_WRITTEN) == 2 * batch
+    got = rows(pg_conn, pg_schema, "people")
+    assert len(got) == 2 * batch
+    assert got[0] == (0, "n0", "x")
+    assert got[1] == (1, "n1", None)
+
+
+def test_bucket_flushes_at_batch_size_and_end_of_input(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=3))
+    run.feed([schema_msg("people", PROPS, ["id"])])
+    run.feed(record_msg("people", {"id": i, "name": "a"}) for i in range(5))
+    # 3 flushed as one statement at the batch size, 2 still waiting.
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 1
+    assert len(rows(pg_conn, pg_schema, "people")) == 3
+    run.finish()
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 2
+    assert len(rows(pg_conn, pg_schema, "people")) == 5
+
+
+def test_new_schema_does_not_flush_other_signatures(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=4))
+    run.feed(
+        [
+            schema_msg("people", PROPS, ["id"]),
+            record_msg("people", {"id": 1, "name": "a"}),
+            record_msg("people", {"id": 2, "name": "b", "city": "c"}),
+            # A grown schema: the SDK retires the sink; our buckets stay open.
+            schema_msg("people", {**PROPS, "age": {"type": ["integer", "null"]}}, ["id"]),
+            record_msg("people", {"id": 3, "name": "c"}),
+            record_msg("people", {"id": 4, "name": "d", "age": 40}),
+        ]
+    )
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 0
+    run.feed(
+        [record_msg("people", {"id": 5, "name": "e"}), record_msg("people", {"id": 6, "name": "f"})]
+    )
+    # The {id, name} bucket reached 4 across the schema change: one statement.
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 1
+    run.finish()
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 3
+    got = rows(pg_conn, pg_schema, "people")
+    assert [r[0] for r in got] == [1, 2, 3, 4, 5, 6]
+    assert got[3] == (4, "d", None, 40)  # the grown schema added the column
+
+
+def test_bucket_flushes_by_age_when_a_state_arrives(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, max_batch_age_seconds=0.3))
+    run.feed([schema_msg("people", PROPS, ["id"]), record_msg("people", {"id": 1, "name": "a"})])
+    run.feed([state_msg({"at": 1})])
+    assert rows(pg_conn, pg_schema, "people") == []
+    assert run.states == []  # record 1 not durable yet
+    time.sleep(1.2)
+    # An idle tap's heartbeat STATE lets the target flush by age and checkpoint.
+    run.feed([state_msg({"at": 2})])
+    assert rows(pg_conn, pg_schema, "people") == [(1, "a", None)]
+    assert run.states == [{"at": 2}]
+    run.finish()
+
+
+def test_state_is_emitted_only_when_earlier_records_are_durable(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=3))
+    run.feed(
+        [
+            schema_msg("people", PROPS, ["id"]),
+            state_msg({"n": 0}),  # nothing before it: emitted at once
+            record_msg("people", {"id": 1, "name": "a"}),
+            record_msg("people", {"id": 2, "name": "b", "city": "c"}),
+            state_msg({"n": 2}),
+            record_msg("people", {"id": 3, "name": "c"}),
+            record_msg("people", {"id": 4, "name": "d"}),  # {id,name} bucket full: 1,3,4
+        ]
+    )
+    # Record 2 ({id,name,city}) still waits, so {"n": 2} must not be emitted.
+    assert run.states == [{"n": 0}]
+    run.finish()
+    assert run.states == [{"n": 0}, {"n": 2}]
+    assert len(rows(pg_conn, pg_schema, "people")) == 4
+
+
+def test_force_drain_record_is_written_at_once_and_alone(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=100))
+    run.feed(
+        [
+            schema_msg("people", {**PROPS, "_sdc_force_drain": {"type": "boolean"}}, ["id"]),
+            record_msg("people", {"id": 1, "name": "a"}),
+            record_msg("people", {"id": 2, "name": "b", "_sdc_force_drain": True}),
+            record_msg("people", {"id": 3, "name": "c", "_sdc_force_drain": False}),
+        ]
+    )
+    # Only the forced record is in PostgreSQL; the bucket around it is still open.
+    assert rows(pg_conn, pg_schema, "people") == [(2, "b", None)]
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 1
+    run.finish()
+    assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [1, 2, 3]
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 2
+
+
+def test_batched_create_disabled_by_env_gives_one_statement_per_record(
+    tmp_path: Path, pg_url, pg_schema, pg_conn
+):
+    lines = [schema_msg("people", PROPS, ["id"]), *alternating(12), state_msg({"done": True})]
+    off = run_target_cli(
+        tmp_path, config(pg_url, pg_schema), lines, env={"BATCHED_CREATE_ENABLED": "false"}
+    )
+    assert off.returncode == 0, off.stderr[-3000:]
+    assert metric_totals(off.stderr)["insert_statements"] == 12
+    assert states_of(off.stdout) == [{"done": True}]
+    assert len(rows(pg_conn, pg_schema, "people")) == 12
+
+
+def test_insert_batch_size_env_overrides_config(tmp_path: Path, pg_url, pg_schema, pg_conn):
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i, "name": "a"}) for i in range(20)]
+    result = run_target_cli(
+        tmp_path,
+        config(pg_url, pg_schema, insert_batch_size=100),
+        lines,
+        env={"INSERT_BATCH_SIZE": "7"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metric_totals(result.stderr)["insert_statements"] == 3  # 7 + 7 + 6
+    assert len(rows(pg_conn, pg_schema, "people")) == 20
+
+
+def test_schema_variation_alert(pg_url, pg_schema):
+    lines = [schema_msg("wide", {"id": {"type": "integer"}}, ["id"])]
+    for i, extra in enumerate(["a", "b", "c", "d"]):
+        lines.append(record_msg("wide", {"id": i, extra: "v"}))
+    run = run_target(config(pg_url, pg_schema, schema_variation_threshold=3), lines)
+    assert run.count(DrainerMetric.SCHEMA_VARIATION_ALERT) == 1
+
+
+def test_existing_table_column_types_are_respected(pg_url, pg_schema, pg_conn):
+    table = sql.Identifier(pg_schema, "typed")
+    pg_conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (id uuid PRIMARY KEY, n integer, ok boolean, tags text[],"
+            " at timestamptz, doc jsonb, amount numeric(10,2), label text DEFAULT 'dflt')"
+        ).format(table)
+    )
+    props = {k: {} for k in ("id", "n", "ok", "tags", "at", "doc", "amount")}
+    record = {
+        "id": "9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3",
+        "n": "850",
+        "ok": "True",
+        "tags": ["a", 'b"q', None, "c,d"],
+        "at": "2024-06-01 10:15:30.123456 UTC",
+        "doc": '{"k": [1, 2]}',
+        "amount": 12.345,
+    }
+    run_target(
+        config(pg_url, pg_schema), [schema_msg("typed", props, ["id"]), record_msg("typed", record)]
+    )
+    got = pg_conn.execute(
+        sql.SQL("SELECT id::text, n, ok, tags, at::text, doc, amount, label FROM {}").format(table)
+    ).fetchall()
+    assert got == [
+        (
+            "9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3",
+            850,
+            True,
+            ["a", 'b"q', None, "c,d"],
+            "2024-06-01 10:15:30.123456+00",
+            {"k": [1, 2]},
+            Decimal("12.35"),
+            "dflt",  # absent from the record: the column default applies
+        )
+    ]
+
+
+def test_created_table_types_follow_the_schema(pg_url, pg_schema, pg_conn):
+    props = {
+        "id": {"type": "integer"},
+        "price": {"type": "number"},
+        "ok": {"type": ["boolean", "null"]},
+        "at": {"type": "string", "format": "date-time"},
+        "day": {"type": "string", "format": "date"},
+        "meta": {"type": "object"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "label": {"type": "string"},
+    }
+    record = {
+        "id": 1,
+        "price": 1.5,
+        "ok": True,
+        "at": "2024-06-01T10:15:30+00:00",
+        "day": "2024-06-01",
+        "meta": {"a": 1},
+        "tags": ["x"],
+        "label": "l",
+    }
+    run_target(
+        config(pg_url, pg_schema), [schema_msg("typed", props, ["id"]), record_msg("typed", record)]
+    )
+    types = dict(
+        pg_conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'typed'",
+            (pg_schema,),
+        ).fetchall()
+    )
+    assert types == {
+        "id": "bigint",
+        "price": "numeric",
+        "ok": "boolean",
+        "at": "timestamp with time zone",
+        "day": "date",
+        "meta": "jsonb",
+        "tags": "jsonb",
+        "label": "text",
+    }
+    pk = pg_conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass(%s) AND i.indisprimary",
+        (f'"{pg_schema}"."typed"',),
+    ).fetchall()
+    assert pk == [("id",)]
