@@ -88,7 +88,8 @@ def test_bad_row_mid_batch_falls_back_and_kafka_sees_each_message_once(
     assert run.count(DrainerMetric.RECORDS_DEAD_LETTERED) == 1
     assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [0, 1, 2, 3, 5, 6, 7]
     letters = pg_conn.execute(
-        f'SELECT table_name, payload, error, source_stream, source_entry_id FROM "{pg_schema}"._dead_letters'
+        "SELECT table_name, payload, error, source_stream, source_entry_id"
+        f' FROM "{pg_schema}"._dead_letters'
     ).fetchall()
     assert len(letters) == 1
     table, payload, error, source, entry_id = letters[0]
@@ -161,7 +162,8 @@ def test_broker_killed_mid_run_fails_without_writing_unacknowledged_rows(
         stderr=stderr_path.open("w"),
         text=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     first = [
         schema_msg("people", PROPS, ["id"]),
         *(entry(i) for i in range(5)),
