@@ -1,0 +1,219 @@
+"""Failures: crashes and replays, conflicts, record errors, lost connections, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from target_batched_postgres.metrics import DrainerMetric
+from tests.integration.target_helpers import (
+    TARGET_BIN,
+    record_msg,
+    run_target,
+    run_target_cli,
+    schema_msg,
+    start_target,
+    state_msg,
+    write_config,
+)
+from tests.integration.test_target_batching import rows
+from tests.servers import free_port
+
+PROPS = {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}
+
+
+def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
+    return {"database_url": pg_url, "default_target_schema": schema, **extra}
+
+
+def test_rerun_after_crash_duplicates_no_row(tmp_path: Path, pg_url, pg_schema, pg_conn):
+    lines = [schema_msg("people", PROPS, ["id"])]
+    for i in range(30):
+        lines.append(record_msg("people", {"id": i, "name": f"n{i}"}))
+        if i % 10 == 9:
+            lines.append(state_msg({"upto": i}))
+    cfg = write_config(tmp_path, config(pg_url, pg_schema, insert_batch_size=10))
+    proc = subprocess.Popen(
+        [str(TARGET_BIN), "--config", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write("\n".join(lines[:23]) + "\n")  # 20 records, 2 states, 1 more record
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline()) == {"upto": 9}
+    assert json.loads(proc.stdout.readline()) == {"upto": 19}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(rows(pg_conn, pg_schema, "people")) == 20
+    # The orchestrator replays from the last STATE it saw; here: all input again.
+    rerun = run_target_cli(tmp_path, config(pg_url, pg_schema, insert_batch_size=10), lines)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == list(range(30))
+
+
+def test_on_conflict_upsert_keeps_the_last_row(pg_url, pg_schema, pg_conn):
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i % 3, "name": f"v{i}"}) for i in range(7)]
+    run_target(config(pg_url, pg_schema, on_conflict="upsert", insert_batch_size=4), lines)
+    assert rows(pg_conn, pg_schema, "people") == [(0, "v6"), (1, "v4"), (2, "v5")]
+
+
+def test_on_conflict_do_nothing_keeps_the_first_row(pg_url, pg_schema, pg_conn):
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i % 3, "name": f"v{i}"}) for i in range(7)]
+    run = run_target(config(pg_url, pg_schema, insert_batch_size=4), lines)
+    assert rows(pg_conn, pg_schema, "people") == [(0, "v0"), (1, "v1"), (2, "v2")]
+    assert run.count(DrainerMetric.RECORDS_DEAD_LETTERED) == 0
+
+
+def test_on_conflict_error_dead_letters_the_duplicate(pg_url, pg_schema, pg_conn):
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i, "name": "a"}) for i in (1, 2, 1, 3)]
+    run = run_target(config(pg_url, pg_schema, on_conflict="error"), lines)
+    assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [1, 2, 3]
+    assert run.count(DrainerMetric.BATCH_FALLBACK_USED) == 1
+    letters = pg_conn.execute(
+        sql.SQL("SELECT payload, sqlstate FROM {}").format(
+            sql.Identifier(pg_schema, "_dead_letters")
+        )
+    ).fetchall()
+    assert letters == [({"id": 1, "name": "a"}, "23505")]
+
+
+def test_on_record_error_fail_stops_the_run_naming_the_record(tmp_path, pg_url, pg_schema):
+    lines = [
+        schema_msg("people", {**PROPS, "_sdc_source_entry_id": {"type": "string"}}, ["id"]),
+        record_msg("people", {"id": 1, "name": "ok"}),
+        record_msg("people", {"id": 2, "name": "x\u0000", "_sdc_source_entry_id": "5-7"}),
+        state_msg({"n": 2}),
+    ]
+    result = run_target_cli(tmp_path, config(pg_url, pg_schema, on_record_error="fail"), lines)
+    assert result.returncode != 0
+    assert "on_record_error=fail" in result.stderr
+    assert "'5-7'" in result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_lost_connection_is_retried(pg_url, pg_schema, pg_conn):
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=2, retry_backoff_seconds=0.1))
+    run.feed(
+        [schema_msg("people", PROPS, ["id"])] + [record_msg("people", {"id": i}) for i in (1, 2)]
+    )
+    killed = pg_conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = 'target-batched-postgres' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert killed == (1,)
+    run.feed([record_msg("people", {"id": i}) for i in (3, 4)])
+    run.finish()
+    assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [1, 2, 3, 4]
+
+
+def test_update_records_are_refused_not_dropped(tmp_path, pg_url, pg_schema):
+    props = {
+        **PROPS,
+        "_sdc_operation": {"type": "string"},
+        "_sdc_source_entry_id": {"type": "string"},
+    }
+    lines = [
+        schema_msg("people", props, ["id"]),
+        record_msg("people", {"id": 1, "name": "a"}),
+        state_msg({"n": 1}),
+        record_msg(
+            "people",
+            {"id": 1, "name": "b", "_sdc_operation": "update", "_sdc_source_entry_id": "9-1"},
+        ),
+        state_msg({"n": 2}),
+    ]
+    result = run_target_cli(tmp_path, config(pg_url, pg_schema), lines)
+    assert result.returncode != 0
+    assert "_sdc_operation='update'" in result.stderr
+    assert "'9-1'" in result.stderr
+    assert '{"n": 2}' not in result.stdout
+
+
+# -- configuration: fail before reading input, naming the setting ----------------
+
+
+def run_without_input(
+    tmp_path: Path, cfg: dict, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run the target with a stdin that never ends: only a pre-input failure returns."""
+    with subprocess.Popen(
+        [str(TARGET_BIN), "--config", str(write_config(tmp_path, cfg))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the target read input instead of failing on its configuration")
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"on_conflict": "merge"}, "on_conflict"),
+        ({"insert_batch_size": 0}, "insert_batch_size"),
+        ({"on_record_error": "ignore"}, "on_record_error"),
+        ({"kafka_enabled": True}, "kafka_bootstrap_servers"),
+    ],
+)
+def test_bad_settings_fail_before_input(tmp_path, pg_url, pg_schema, extra, named):
+    result = run_without_input(tmp_path, config(pg_url, pg_schema, **extra))
+    assert result.returncode != 0
+    assert named in result.stderr
+
+
+def test_bad_env_switch_is_named(tmp_path, pg_url, pg_schema):
+    result = run_without_input(
+        tmp_path, config(pg_url, pg_schema), env={"INSERT_BATCH_SIZE": "lots"}
+    )
+    assert result.returncode != 0
+    assert "INSERT_BATCH_SIZE" in result.stderr
+
+
+def test_unreachable_postgres_is_named(tmp_path, pg_schema):
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    result = run_without_input(tmp_path, config(url, pg_schema))
+    assert result.returncode != 0
+    assert "database_url" in result.stderr
+
+
+def test_unreachable_kafka_is_named(tmp_path, pg_url, pg_schema):
+    cfg = config(
+        pg_url, pg_schema, kafka_enabled=True, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}"
+    )
+    result = run_without_input(tmp_path, cfg)
+    assert result.returncode != 0
+    assert "kafka_bootstrap_servers" in result.stderr
+
+
+def test_missing_privileges_are_named(tmp_path, pg_url, pg_conn):
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    pg_conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        url = psycopg.conninfo.make_conninfo(pg_url, user=role)
+        result = run_without_input(tmp_path, config(url, f"s_{uuid.uuid4().hex[:8]}"))
+        assert result.returncode != 0
+        assert "database_url" in result.stderr
+        assert "permission denied" in result.stderr
+    finally:
+        pg_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
