@@ -203,7 +203,7 @@ def test_existing_table_column_types_are_respected(pg_url, pg_schema, pg_conn):
             " at timestamptz, doc jsonb, amount numeric(10,2), label text DEFAULT 'dflt')"
         ).format(table)
     )
-    props = {k: {} for k in ("id", "n", "ok", "tags", "at", "doc", "amount")}
+    props: dict[str, dict] = {k: {} for k in ("id", "n", "ok", "tags", "at", "doc", "amount")}
     record = {
         "id": "9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3",
         "n": "850",
