@@ -67,6 +67,16 @@ class TargetBatchedPostgres(Target):
 
     # -- settings ---------------------------------------------------------------
 
+    # The SDK's generic `load_method` and `batch_size_rows` would be ignored
+    # here: `on_conflict` and `insert_batch_size` say what this target does.
+    _UNSUPPORTED_BUILTINS = ("load_method", "batch_size_rows")
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        super().append_builtin_config(config_jsonschema)
+        for name in cls._UNSUPPORTED_BUILTINS:
+            config_jsonschema["properties"].pop(name, None)
+
     def _setting(self, name: str) -> Any:
         value = self.config.get(name)
         if value is None:
