@@ -31,7 +31,11 @@ def render(readme: str) -> str:
         pattern = block_pattern(plugin)
         if pattern.search(readme):
             table = settings_table(plugin)
-            readme = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(3), readme)
+
+            def replace(match: re.Match[str], table: str = table) -> str:
+                return match.group(1) + table + "\n" + match.group(3)
+
+            readme = pattern.sub(replace, readme)
     return readme
 
 
