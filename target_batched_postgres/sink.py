@@ -44,5 +44,7 @@ class BatchedPostgresSink(Sink):
         if records is None:
             self._drainer.flush_route(self.route)
             return
+        # Counted like RECORD messages, so the SDK's next drain flushes them.
+        self.tally_record_read(len(records))
         for record in records:
             self._drainer.accept(self.route, record)
