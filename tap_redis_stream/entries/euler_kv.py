@@ -1,0 +1,380 @@
+"""Decoder for `entry_format = euler_kv`: the KV-connector command envelope.
+
+Wire format: shared/spec/euler-kv-format.md. An entry has exactly one field,
+`command`, whose value is a JSON envelope, zstd-compressed when it starts with
+the zstd magic bytes. Values are Haskell `show` text, decoded by
+`haskell_show` (see there for how each value form is represented).
+
+Table name: `quiet_snake` of `contents_v2.command.tag` without its `Object`
+(Create) or `Options` (Update/Delete) suffix. Column name: `mappings[field]`
+if present, else `quiet_snake(field)`; the same for field names in a where
+clause.
+
+Operations: Create -> `insert` with `row`; Update -> `update` with `row` = the
+SET columns and `where`; Delete -> `delete` with `row = {}` and `where`.
+`force_drain` is the envelope's `forceDrainToDB` (absent = False), whatever
+the kind.
+
+Where clause (`Operation.where`): plain JSON-serialisable dicts, one of
+
+- `{"and": [W, ...]}` from `{"$and": [...]}` (a non-empty list),
+- `{"or": [W, ...]}` from `{"$or": [...]}` (a non-empty list),
+- `{"not": W}` from `{"$not": W}`, and from `{field: {"$not": T}}`, which
+  becomes `{"not": <the clause for field and T>}`,
+- `{"column": str, "op": OP, "value": v}`, a comparison, where OP is
+  - `"="` from `{field: V}`, `"!="` from `$ne`, `">"` `$gt`, `">="` `$gte`,
+    `"<"` `$lt`, `"<="` `$lte`: `v` is one decoded value (a list for an array
+    column);
+  - `"in"` from `$in`, `"not_in"` from `$notIn`: `v` is a list of decoded
+    values, possibly empty.
+
+Nesting is kept as sent (`{"and": [A, {"and": [B]}]}` stays so); it does not
+change the meaning. What a target must render to reproduce the old drainer:
+
+- `"in"` and `"not_in"` with an empty list are both TRUE (the drainer's
+  reading of `$in []` and `$notIn []`), not FALSE for `in`.
+- A `None` value is SQL NULL and must be *bound*, never rewritten to
+  `IS NULL`: the drainer's `"col" = null` (or `<> null`, `> null`) is NULL, so
+  the comparison matches no row. Likewise a NULL inside an `in` list never
+  matches and makes `not_in` match nothing (SQL `IN` / `NOT IN` semantics,
+  which `= ANY(array)` / `<> ALL(array)` with bound arrays reproduce).
+
+Parse failures (EntryParseError) name the part of the envelope and the field;
+they include neither stream key nor entry ID (the tap adds those). A where
+node that is not an object with exactly one key, `null` or `{}` where a clause
+is expected, an empty `$and`/`$or`, an unknown `$` operator, and any value
+that is not a JSON string or array of strings are all failures. So are
+entries the drainer could not have written: no columns to insert or set, two
+fields that map to one column, or an update whose second part is not exactly
+one where clause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import zstandard
+
+from tap_redis_stream.entries import EntryParseError, Operation
+from tap_redis_stream.entries.haskell_show import (
+    HaskellShowError,
+    decode_json_value,
+    json_type_name,
+    parse_value,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "ZSTD_MAGIC",
+    "EulerKvDecoder",
+    "WhereClause",
+    "quiet_snake",
+]
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+COMMAND_FIELD = b"command"
+DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+
+WhereClause = dict[str, Any]
+"""A structured where clause: see the module docstring for its shape."""
+
+_CONTENTS_V2_ORDER = ("cmdVersion", "tag", "timestamp", "dbName", "command")
+_CONTENTS_V2_FIELDS = frozenset(_CONTENTS_V2_ORDER)
+_COMPARISONS = {"$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_LIST_OPERATORS = {"$in": "in", "$notIn": "not_in"}
+_ABSENT: Any = object()
+
+
+@lru_cache(maxsize=8192)
+def quiet_snake(name: str) -> str:
+    """Snake case as Haskell's `Text.Casing.quietSnake`: `FareV2` -> `fare_v2`.
+
+    Words break at capital humps (a run of capitals keeps all but its last
+    letter together: `HTTPServer` -> `http_server`) and at `-`, `_` and white
+    space; digits do not break (`FareV2` -> `fare_v2`). Cached: the same few
+    table and field names recur in every entry.
+    """
+    words: list[str] = []
+    length = len(name)
+    pos = 0
+    while pos < length:
+        start = pos
+        if name[pos].isupper():
+            run_end = pos
+            while run_end < length and name[run_end].isupper():
+                run_end += 1
+            if run_end == length:
+                words.append(name[pos:])
+                break
+            if run_end - pos > 1:
+                words.append(name[pos : run_end - 1])
+            start = run_end - 1  # the run's last capital starts the next word
+            pos = run_end
+        while pos < length and not name[pos].isupper():
+            pos += 1
+        words.append(name[start:pos])
+    pieces = []
+    for word in words:
+        pieces.extend(word.replace("-", " ").replace("_", " ").split())
+    return "_".join(pieces).lower()
+
+
+class EulerKvDecoder:
+    """Turns one KV-connector stream entry into an `Operation` (see the module docstring).
+
+    Not safe for concurrent use from several threads: it reuses one zstd
+    decompression context.
+    """
+
+    def __init__(self, *, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> None:
+        """`max_decompressed_bytes` bounds a compressed command's decompressed size."""
+        if max_decompressed_bytes <= 0:
+            raise ValueError("max_decompressed_bytes must be positive")
+        self._max_decompressed_bytes = max_decompressed_bytes
+        self._zstd = zstandard.ZstdDecompressor()
+
+    def decode(self, stream_key: str, fields: Mapping[bytes, bytes]) -> Operation:
+        """Decode an entry's fields; `stream_key` is unused (the format names the table)."""
+        raw = fields.get(COMMAND_FIELD)
+        if raw is None or len(fields) != 1:
+            names = sorted(
+                key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                for key in fields
+            )
+            raise EntryParseError(
+                f"expected exactly one field 'command', found {len(names)}: {names[:5]}"
+            )
+        return self.decode_command(raw)
+
+    def decode_command(self, raw: bytes) -> Operation:
+        """Decode the `command` field's value (JSON, or a zstd frame of JSON)."""
+        if raw[:4] == ZSTD_MAGIC:
+            raw = self._decompress(raw)
+        try:
+            envelope = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EntryParseError(f"command is not valid JSON: {exc}") from exc
+        if not isinstance(envelope, dict):
+            raise EntryParseError(f"command is {json_type_name(envelope)}, expected an object")
+        tag = envelope.get("tag")
+        if tag not in ("Create", "Update", "Delete"):
+            raise EntryParseError(f"envelope tag {tag!r} is not Create, Update or Delete")
+        command = _command(envelope)
+        mappings = _mappings(envelope)
+        force_drain = envelope.get("forceDrainToDB", False)
+        if not isinstance(force_drain, bool):
+            raise EntryParseError(
+                f"forceDrainToDB is {json_type_name(force_drain)}, expected a boolean"
+            )
+        contents = command["contents"]
+        if tag == "Create":
+            table = _table(command, "Object", tag)
+            row = _create_row(contents, mappings)
+            return Operation(table=table, kind="insert", row=row, force_drain=force_drain)
+        table = _table(command, "Options", tag)
+        if tag == "Update":
+            row, where = _update(contents, mappings)
+            return Operation(
+                table=table, kind="update", row=row, where=where, force_drain=force_drain
+            )
+        where = _where_clause(contents, mappings, "Delete")
+        return Operation(table=table, kind="delete", row={}, where=where, force_drain=force_drain)
+
+    def _decompress(self, raw: bytes) -> bytes:
+        try:
+            declared = zstandard.frame_content_size(raw)
+            if declared > self._max_decompressed_bytes:
+                raise EntryParseError(
+                    f"zstd frame declares {declared} bytes, more than "
+                    f"max_decompressed_bytes={self._max_decompressed_bytes}"
+                )
+            # A decompression object also handles frames without a content
+            # size, and tells a truncated frame (not eof) from a complete one.
+            stream = self._zstd.decompressobj()
+            data = stream.decompress(raw)
+        except zstandard.ZstdError as exc:
+            raise EntryParseError(f"zstd-compressed command does not decompress: {exc}") from exc
+        if not stream.eof:
+            raise EntryParseError("zstd-compressed command is truncated (incomplete frame)")
+        if stream.unused_data:
+            raise EntryParseError(
+                f"zstd-compressed command has {len(stream.unused_data)} bytes after its frame"
+            )
+        if len(data) > self._max_decompressed_bytes:
+            raise EntryParseError(
+                f"zstd frame decompresses to {len(data)} bytes, more than "
+                f"max_decompressed_bytes={self._max_decompressed_bytes}"
+            )
+        return data
+
+
+def _command(envelope: dict[str, Any]) -> dict[str, Any]:
+    contents_v2 = envelope.get("contents_v2", _ABSENT)
+    if contents_v2 is _ABSENT:
+        raise EntryParseError("envelope lacks contents_v2")
+    if not isinstance(contents_v2, dict):
+        raise EntryParseError(f"contents_v2 is {json_type_name(contents_v2)}, expected an object")
+    if not contents_v2.keys() >= _CONTENTS_V2_FIELDS:
+        missing = [name for name in _CONTENTS_V2_ORDER if name not in contents_v2]
+        raise EntryParseError(f"contents_v2 lacks {', '.join(missing)}")
+    command = contents_v2["command"]
+    if not isinstance(command, dict):
+        raise EntryParseError(
+            f"contents_v2.command is {json_type_name(command)}, expected an object"
+        )
+    for name in ("tag", "contents"):
+        if name not in command:
+            raise EntryParseError(f"contents_v2.command lacks {name}")
+    return command
+
+
+def _mappings(envelope: dict[str, Any]) -> dict[str, str]:
+    mappings = envelope.get("mappings", _ABSENT)
+    if mappings is _ABSENT:
+        return {}
+    if not isinstance(mappings, dict):
+        raise EntryParseError(f"mappings is {json_type_name(mappings)}, expected an object")
+    for field, column in mappings.items():
+        if not isinstance(column, str) or not column:
+            found = "an empty string" if column == "" else json_type_name(column)
+            raise EntryParseError(f"mappings[{field!r}] is {found}, expected a non-empty string")
+    return mappings
+
+
+def _table(command: dict[str, Any], suffix: str, tag: str) -> str:
+    model = command["tag"]
+    if not isinstance(model, str) or not model.endswith(suffix):
+        raise EntryParseError(f"contents_v2.command.tag {model!r} must end in {suffix!r} for {tag}")
+    table = quiet_snake(model[: -len(suffix)])
+    if not table:
+        raise EntryParseError(f"contents_v2.command.tag {model!r} names no table")
+    return table
+
+
+def _column(field: str, mappings: dict[str, str], where: str) -> str:
+    column = mappings.get(field) or quiet_snake(field)
+    if not column:
+        raise EntryParseError(f"{where}: field {field!r} names no column")
+    return column
+
+
+def _create_row(contents: Any, mappings: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(contents, dict):
+        raise EntryParseError(
+            f"Create contents_v2.command.contents is {json_type_name(contents)}, expected an object"
+        )
+    if not contents:
+        raise EntryParseError("Create contents_v2.command.contents has no fields")
+    row: dict[str, Any] = {}
+    field = ""
+    try:
+        # The hot path: one try block per entry, not per value.
+        for field, value in contents.items():
+            row[mappings.get(field) or quiet_snake(field)] = (
+                parse_value(value) if type(value) is str else decode_json_value(value)
+            )
+    except HaskellShowError as exc:
+        raise EntryParseError(f"Create contents field {field!r}: {exc}") from exc
+    if "" in row or len(row) != len(contents):
+        _explain_columns(list(contents), mappings, "Create contents")
+    return row
+
+
+def _update(contents: Any, mappings: dict[str, str]) -> tuple[dict[str, Any], WhereClause]:
+    if not isinstance(contents, list) or len(contents) != 2:
+        raise EntryParseError(
+            "Update contents_v2.command.contents must be [[{key, value}...], [where clause]]"
+        )
+    sets, clauses = contents
+    if not isinstance(sets, list) or not sets:
+        raise EntryParseError("Update contents[0] must be a non-empty array of {key, value}")
+    row: dict[str, Any] = {}
+    for index, item in enumerate(sets):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("key"), str)
+            or ("value" not in item)
+        ):
+            raise EntryParseError(f"Update contents[0][{index}] must be an object {{key, value}}")
+        field = item["key"]
+        try:
+            row[_column(field, mappings, "Update set")] = decode_json_value(item["value"])
+        except HaskellShowError as exc:
+            raise EntryParseError(f"Update set field {field!r}: {exc}") from exc
+    if len(row) != len(sets):
+        _explain_columns([item["key"] for item in sets], mappings, "Update set")
+    if not isinstance(clauses, list) or len(clauses) != 1:
+        raise EntryParseError("Update contents[1] must be an array of exactly one where clause")
+    return row, _where_clause(clauses[0], mappings, "Update")
+
+
+def _explain_columns(fields: list[str], mappings: dict[str, str], where: str) -> None:
+    """Raise for the field that names no column or a column already taken."""
+    seen: dict[str, str] = {}
+    for field in fields:
+        column = _column(field, mappings, where)
+        if column in seen:
+            raise EntryParseError(
+                f"{where}: fields {seen[column]!r} and {field!r} both map to column {column!r}"
+            )
+        seen[column] = field
+    raise EntryParseError(f"{where}: duplicate fields")  # unreachable: callers saw one
+
+
+def _where_clause(clause: Any, mappings: dict[str, str], tag: str) -> WhereClause:
+    if not isinstance(clause, dict) or clause.get("clauseTag") != "where":
+        raise EntryParseError(f"{tag} where clause must be an object with clauseTag 'where'")
+    if "clauseContents" not in clause:
+        raise EntryParseError(f"{tag} where clause lacks clauseContents")
+    return _where(clause["clauseContents"], mappings, f"{tag} where")
+
+
+def _where(node: Any, mappings: dict[str, str], path: str) -> WhereClause:
+    if not isinstance(node, dict) or len(node) != 1:
+        found = f"{len(node)} keys" if isinstance(node, dict) else json_type_name(node)
+        raise EntryParseError(f"{path}: expected an object with exactly one key, got {found}")
+    ((key, value),) = node.items()
+    if key in ("$and", "$or"):
+        if not isinstance(value, list) or not value:
+            raise EntryParseError(f"{path}.{key}: expected a non-empty array of clauses")
+        return {
+            key[1:]: [_where(item, mappings, f"{path}.{key}[{i}]") for i, item in enumerate(value)]
+        }
+    if key == "$not":
+        return {"not": _where(value, mappings, f"{path}.$not")}
+    if key.startswith("$"):
+        raise EntryParseError(f"{path}: unknown operator {key!r}")
+    return _term(_column(key, mappings, path), value, f"{path}.{key}")
+
+
+def _term(column: str, term: Any, path: str) -> WhereClause:
+    if not isinstance(term, dict):
+        return {"column": column, "op": "=", "value": _decode(term, path)}
+    if len(term) != 1:
+        raise EntryParseError(
+            f"{path}: expected an object with exactly one operator, got {len(term)} keys"
+        )
+    ((operator, operand),) = term.items()
+    if operator in _COMPARISONS:
+        value = _decode(operand, f"{path}.{operator}")
+        return {"column": column, "op": _COMPARISONS[operator], "value": value}
+    if operator in _LIST_OPERATORS:
+        if not isinstance(operand, list):
+            raise EntryParseError(
+                f"{path}.{operator}: expected an array, got {json_type_name(operand)}"
+            )
+        values = _decode(operand, f"{path}.{operator}")
+        return {"column": column, "op": _LIST_OPERATORS[operator], "value": values}
+    if operator == "$not":
+        return {"not": _term(column, operand, f"{path}.$not")}
+    raise EntryParseError(f"{path}: unknown operator {operator!r}")
+
+
+def _decode(value: Any, path: str) -> Any:
+    try:
+        return decode_json_value(value)
+    except HaskellShowError as exc:
+        raise EntryParseError(f"{path}: {exc}") from exc
