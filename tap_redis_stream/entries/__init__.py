@@ -18,7 +18,7 @@ class Operation:
     """One decoded stream entry: what to do to which table.
 
     `row` maps column names (already mapped / snake_cased) to values ready for
-    PostgreSQL to cast: str, int, float, bool, None, list (PostgreSQL array) or
+    PostgreSQL to cast: str, int, decimal.Decimal, float, bool, None, list (PostgreSQL array) or
     dict (JSON). `where` is the structured clause of an update/delete (see
     entries.euler_kv for its shape).
     """
