@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from target_batched_postgres import control
 from target_batched_postgres.batcher import TableBatcher
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, describe_source
 from target_batched_postgres.values import to_json_bytes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,8 +31,17 @@ class TableRoute:
 
 
 def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMessage:
-    """The row as JSON; key = source stream (keeps a shard's order) else the primary key."""
-    row = {k: v for k, v in record.items() if k not in control.CONTROL_PROPERTIES}
+    """The row as JSON; key = source stream (keeps a shard's order) else the primary key.
+
+    Inserts and updates publish the record's columns (for an update: the
+    columns it sets); a delete event publishes `{"where": <clause>}`. The
+    `operation` header says which.
+    """
+    operation = str(record.get(control.OPERATION) or "insert")
+    if operation == "delete":
+        row: dict[str, Any] = {"where": record.get(control.WHERE)}
+    else:
+        row = {k: v for k, v in record.items() if k not in control.CONTROL_PROPERTIES}
     source = record.get(control.SOURCE_STREAM)
     entry = record.get(control.SOURCE_ENTRY_ID)
     key: bytes | None
@@ -40,7 +52,10 @@ def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMe
         key = str(values[0]).encode() if len(values) == 1 else to_json_bytes(values)
     else:
         key = None
-    headers: list[tuple[str, str | bytes | None]] = [("table", route.spec.name.encode())]
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("table", route.spec.name.encode()),
+        ("operation", operation.encode()),
+    ]
     if source is not None:
         headers.append(("source_stream", str(source).encode()))
     if entry is not None:
@@ -73,6 +88,40 @@ class Flusher:
             self.write_to_postgres(route, keys, records)
         self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
         self.metrics.log_totals_if_due()
+
+    def apply_change(
+        self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
+    ) -> None:
+        """An update or delete: Kafka (updates; deletes only when asked), then PostgreSQL.
+
+        Kafka-only tables skip PostgreSQL for updates unless force-drained;
+        deletes always reach PostgreSQL.
+        """
+        started = time.perf_counter()
+        operation = record.get(control.OPERATION)
+        forced = record.get(control.FORCE_DRAIN) is True
+        if route.to_kafka and self.kafka is not None and (operation == "update" or publish_deletes):
+            self.publish_to_kafka(route, [record])
+        if operation == "delete" or route.to_postgres or forced:
+            result = self.postgres.apply_change(route.spec, record)
+            if result.dead_lettered:
+                self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED)
+            else:
+                metric = (
+                    DrainerMetric.UPDATES_APPLIED
+                    if operation == "update"
+                    else DrainerMetric.DELETES_APPLIED
+                )
+                self.metrics.increment(metric)
+                if result.rows == 0:
+                    self.metrics.increment(DrainerMetric.CHANGES_MATCHED_NO_ROW)
+                    logger.info(
+                        "%s on %r matched no row (%s)",
+                        operation,
+                        route.spec.name,
+                        describe_source(record),
+                    )
+        self.metrics.log_batch_time(route.spec.name, 1, time.perf_counter() - started)
 
     def publish_to_kafka(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
         if self.kafka is None:

@@ -23,6 +23,9 @@ class DrainerMetric(StrEnum):
     KAFKA_DELIVERY_FAILURES = "kafka_delivery_failures"
     SQL_STATEMENTS = "sql_statements"
     INSERT_STATEMENTS = "insert_statements"
+    UPDATES_APPLIED = "updates_applied"
+    DELETES_APPLIED = "deletes_applied"
+    CHANGES_MATCHED_NO_ROW = "changes_matched_no_row"
 
 
 COUNTERS = [m for m in DrainerMetric if m is not DrainerMetric.BATCH_EXECUTION_TIME]

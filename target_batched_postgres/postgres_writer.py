@@ -28,6 +28,7 @@ from target_batched_postgres.identifiers import fit_identifier
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.pgtypes import ColumnType, type_for_schema, type_for_value
 from target_batched_postgres.retry import RetryPolicy
+from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sql import (
     COLUMNS_QUERY,
     OnConflict,
@@ -39,13 +40,14 @@ from target_batched_postgres.sql import (
     build_insert_dead_letter,
 )
 from target_batched_postgres.values import ENCODERS, to_json_bytes
+from target_batched_postgres.where import WhereBuilder, build_delete, build_update
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
 # SQLSTATE classes: the row's data is at fault -> fall back / dead-letter it.
 _RECORD_CLASSES = ("22", "23", "21")
-_RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001"}
+_RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001", "42703", "42883"}
 # The server or the connection is at fault -> retry the batch.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
@@ -79,6 +81,14 @@ class WriteResult:
     written: int
     dead_lettered: int
     fallback_used: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """An applied update/delete: rows it matched, or dead-lettered instead."""
+
+    rows: int
+    dead_lettered: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +282,52 @@ class PostgresWriter:
             failed = self._fallback(statement, keys, encoders, spec.name, rows)
             self._dead_letter_all(failed)
         return WriteResult(len(rows) - len(failed), len(failed), fallback_used=True)
+
+    def apply_change(self, spec: TableSpec, record: Mapping[str, Any]) -> ChangeResult:
+        """Apply one update or delete (`_sdc_operation`, `_sdc_where`) in its own transaction.
+
+        A change PostgreSQL rejects for its data (bad value, unknown column,
+        malformed where clause) is dead-lettered like an insert; transient
+        errors retry with backoff.
+        """
+        return self._retry.run(
+            lambda: self._apply_change_once(spec, record), what=f"change to {spec.name!r}"
+        )
+
+    def _apply_change_once(self, spec: TableSpec, record: Mapping[str, Any]) -> ChangeResult:
+        keys = data_columns(record) if record.get(control.OPERATION) == "update" else ()
+        columns = {key: column_name(key) for key in keys}
+        types = self._ensure_columns(spec, columns, [record])
+        try:
+            statement, params = self._change_statement(spec, record, keys, types)
+            with self._transaction():
+                rows = self._execute(statement, params)
+        except RecordRejected as exc:
+            letter = DeadLetter(spec.name, record, str(exc), exc.sqlstate)
+            with self._transaction():
+                self._dead_letter_all([letter])
+            return ChangeResult(0, dead_lettered=True)
+        return ChangeResult(rows, dead_lettered=False)
+
+    def _change_statement(
+        self,
+        spec: TableSpec,
+        record: Mapping[str, Any],
+        keys: Sequence[str],
+        types: Mapping[str, ColumnType],
+    ) -> tuple[sql.Composed, list[Any]]:
+        """UPDATE or DELETE with its parameters; RecordRejected when the change is malformed."""
+        condition, where_params = WhereBuilder(types, column_name).build(record.get(control.WHERE))
+        if record.get(control.OPERATION) == "delete":
+            return build_delete(self.schema, spec.name, condition), where_params
+        if not keys:
+            raise RecordRejected("update sets no column")
+        set_columns = [(column_name(k), types[column_name(k)]) for k in keys]
+        set_params = [
+            ENCODERS[ct.kind](record.get(k)) for k, (_, ct) in zip(keys, set_columns, strict=True)
+        ]
+        statement = build_update(self.schema, spec.name, set_columns, condition)
+        return statement, [*set_params, *where_params]
 
     def _upserting(self, pk: Sequence[str]) -> bool:
         return self._on_conflict is OnConflict.UPSERT and bool(pk)

@@ -100,6 +100,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Topic per table; `{table}` and `{stream}` are replaced.",
     ),
     th.Property(
+        "kafka_publish_deletes",
+        th.BooleanType,
+        default=False,
+        description=(
+            'Publish a delete event (`{"where": ...}`, header `operation=delete`) for '
+            "each delete; the old drainer published none."
+        ),
+    ),
+    th.Property(
         "kafka_only_tables",
         th.ArrayType(th.StringType),
         default=[],

@@ -11,12 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import Sink
 
+from target_batched_postgres import control
+
 if TYPE_CHECKING:
     from target_batched_postgres.target import TargetBatchedPostgres
 
 
 class BatchedPostgresSink(Sink):
     """Routes records into column-signature buckets; draining flushes them all."""
+
+    # A record that does not match its SCHEMA is logged, not fatal: PostgreSQL
+    # casts what it can (as it did the drainer's literals) and a value it
+    # rejects sends the record to the dead-letter table, so nothing is lost.
+    fail_on_record_validation_exception = False
 
     def __init__(
         self,
@@ -34,6 +41,13 @@ class BatchedPostgresSink(Sink):
         # Buckets flush themselves at insert_batch_size; the SDK's size check
         # (one per sink, not per signature) would flush half-empty buckets.
         return False
+
+    def _singer_validate_message(self, record: dict) -> None:
+        # An update or delete names its rows by `_sdc_where`, not by key values
+        # (and an unknown operation is refused by the target with its own error).
+        if record.get(control.OPERATION) not in (None, "insert"):
+            return
+        super()._singer_validate_message(record)
 
     def process_record(self, record: dict, context: dict) -> None:
         self._drainer.accept(self.route, record)

@@ -182,15 +182,22 @@ class TargetBatchedPostgres(Target):
 
     def accept(self, route: TableRoute, record: dict[str, Any]) -> None:
         """Take one record: bucket it, or write it at once when forced or unbatched."""
-        operation = record.get(control.OPERATION, "insert")
-        if operation != "insert":
-            raise FatalError(
-                f"stream {route.stream!r}, {describe_source(record)}: "
-                f"{control.OPERATION}={operation!r} is not applied by this version of the "
-                "target; refusing it rather than dropping it"
-            )
+        operation = record.get(control.OPERATION) or "insert"
         seq = self._records_seen
         self._records_seen += 1
+        if operation != "insert":
+            if operation not in ("update", "delete"):
+                raise FatalError(
+                    f"stream {route.stream!r}, {describe_source(record)}: unknown "
+                    f"{control.OPERATION}={operation!r}; refusing it rather than dropping it"
+                )
+            # Stream order per table: every earlier insert of the table first.
+            self.flush_route(route)
+            self.flusher.apply_change(
+                route, record, publish_deletes=bool(self._setting("kafka_publish_deletes"))
+            )
+            self._after_flush()
+            return
         columns = data_columns(record)
         if record.get(control.FORCE_DRAIN) is True or not self.batched:
             forced = record.get(control.FORCE_DRAIN) is True

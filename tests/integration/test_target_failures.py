@@ -121,29 +121,6 @@ def test_lost_connection_is_retried(pg_url, pg_schema, pg_conn):
     assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [1, 2, 3, 4]
 
 
-def test_update_records_are_refused_not_dropped(tmp_path, pg_url, pg_schema):
-    props = {
-        **PROPS,
-        "_sdc_operation": {"type": "string"},
-        "_sdc_source_entry_id": {"type": "string"},
-    }
-    lines = [
-        schema_msg("people", props, ["id"]),
-        record_msg("people", {"id": 1, "name": "a"}),
-        state_msg({"n": 1}),
-        record_msg(
-            "people",
-            {"id": 1, "name": "b", "_sdc_operation": "update", "_sdc_source_entry_id": "9-1"},
-        ),
-        state_msg({"n": 2}),
-    ]
-    result = run_target_cli(tmp_path, config(pg_url, pg_schema), lines)
-    assert result.returncode != 0
-    assert "_sdc_operation='update'" in result.stderr
-    assert "'9-1'" in result.stderr
-    assert '{"n": 2}' not in result.stdout
-
-
 # -- configuration: fail before reading input, naming the setting ----------------
 
 

@@ -72,6 +72,7 @@ def test_batch_is_published_with_key_and_headers_then_written(
     assert sample.key() == b"rider-db-sync-stream{shard-1}"
     assert dict(sample.headers() or []) == {
         "table": b"people",
+        "operation": b"insert",
         "source_stream": b"rider-db-sync-stream{shard-1}",
         "source_entry_id": b"1700000000000-3",
     }
