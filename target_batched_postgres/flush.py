@@ -10,9 +10,10 @@ from typing import Any
 
 from target_batched_postgres import control
 from target_batched_postgres.batcher import TableBatcher
+from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, describe_source
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from target_batched_postgres import control
+from target_batched_postgres.dead_letter import DeadLetter, describe_source
 from target_batched_postgres.errors import (
     ConfigError,
     FatalError,
@@ -39,7 +40,7 @@ from target_batched_postgres.sql import (
     build_insert,
     build_insert_dead_letter,
 )
-from target_batched_postgres.values import ENCODERS, to_json_bytes
+from target_batched_postgres.values import ENCODERS
 from target_batched_postgres.where import WhereBuilder, build_delete, build_update
 
 logger = logging.getLogger(__name__)
@@ -89,14 +90,6 @@ class ChangeResult:
 
     rows: int
     dead_lettered: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    table: str
-    record: Mapping[str, Any]
-    error: str
-    sqlstate: str | None
 
 
 class PostgresWriter:
@@ -384,17 +377,7 @@ class PostgresWriter:
                 describe_source(letter.record),
                 letter.error,
             )
-            self._execute(
-                statement,
-                (
-                    letter.table,
-                    dead_letter_payload(letter.record),
-                    letter.error,
-                    letter.sqlstate,
-                    _text_or_none(letter.record.get(control.SOURCE_STREAM)),
-                    _text_or_none(letter.record.get(control.SOURCE_ENTRY_ID)),
-                ),
-            )
+            self._execute(statement, letter.params())
 
 
 def column_name(key: str) -> str:
@@ -410,25 +393,3 @@ def _dedupe_by_key(
     for record in records:
         latest[tuple(repr(record.get(k)) for k in key_properties)] = record
     return list(latest.values())
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def describe_source(record: Mapping[str, Any]) -> str:
-    stream = record.get(control.SOURCE_STREAM)
-    entry = record.get(control.SOURCE_ENTRY_ID)
-    if stream is None and entry is None:
-        return "no source entry"
-    return f"source stream {stream!r}, entry {entry!r}"
-
-
-def dead_letter_payload(record: Mapping[str, Any]) -> str:
-    """The record as JSON text for the jsonb payload column.
-
-    jsonb cannot hold `\\u0000`; such escapes are kept as the visible text
-    `\\u0000` so the payload still shows where the NUL byte was.
-    """
-    text = to_json_bytes(dict(record)).decode()
-    return text.replace("\\u0000", "\\\\u0000")

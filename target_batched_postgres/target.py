@@ -13,12 +13,13 @@ from singer_sdk.exceptions import ConfigValidationError
 from target_batched_postgres import control
 from target_batched_postgres.batcher import Bucket, TableBatcher
 from target_batched_postgres.checkpoint import Checkpointer
+from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.errors import ConfigError, FatalError
 from target_batched_postgres.flush import Flusher, TableRoute
 from target_batched_postgres.identifiers import table_name_for_stream, topic_name
 from target_batched_postgres.kafka_writer import KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, describe_source
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import CONFIG_SCHEMA, apply_env_switches
 from target_batched_postgres.signature import data_columns
