@@ -1,0 +1,156 @@
+"""Singer messages written straight to stdout: SCHEMA per table as it grows, RECORD, STATE.
+
+Records go out in entry order, interleaved across tables, so one pass over
+the stream serves every table (the SDK's stream-by-stream sync cannot).
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+import orjson
+
+from tap_redis_stream import control
+from tap_redis_stream.entries import Operation
+
+_CONTROL_SCHEMA: dict[str, Any] = {
+    control.OPERATION: {"type": "string", "enum": ["insert", "update", "delete"]},
+    control.FORCE_DRAIN: {"type": "boolean"},
+    control.SOURCE_STREAM: {"type": "string"},
+    control.SOURCE_ENTRY_ID: {"type": "string"},
+    control.WHERE: {"type": ["object", "null"]},
+}
+# Decimals are written as exact JSON numbers: orjson cannot, so they pass as
+# marked strings that are unquoted afterwards.
+_DECIMAL_MARK = "\x00decimal:"
+_DECIMAL_PATTERN = re.compile(rb'"\\u0000decimal:([^"]*)"')
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return _DECIMAL_MARK + str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(message: Mapping[str, Any]) -> bytes:
+    data = orjson.dumps(message, default=_default)
+    if b"\\u0000decimal:" in data:
+        data = _DECIMAL_PATTERN.sub(rb"\1", data)
+    return data
+
+
+def json_type(value: Any) -> str | None:
+    """JSON Schema type of a decoded value (None for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float | decimal.Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def widen(current: str | None, seen: str) -> str | None:
+    """The narrowest type holding both; None means any JSON value."""
+    if current == seen:
+        return current
+    if {current, seen} == {"integer", "number"}:
+        return "number"
+    return None
+
+
+class TableSchema:
+    """Columns seen for one table and their inferred types."""
+
+    def __init__(self, name: str, key_properties: list[str]) -> None:
+        self.name = name
+        self.configured_keys = key_properties
+        self.types: dict[str, str | None] = {}
+        self.unset: set[str] = set()  # columns seen only with null so far
+
+    def observe(self, row: Mapping[str, Any]) -> bool:
+        """Take in a row's columns; True when the schema changed."""
+        changed = False
+        for column, value in row.items():
+            kind = json_type(value)
+            if column not in self.types:
+                self.types[column] = kind
+                if kind is None:
+                    self.unset.add(column)
+                changed = True
+            elif kind is not None:
+                if column in self.unset:
+                    self.unset.discard(column)
+                    self.types[column] = kind
+                    changed = True
+                elif (new := widen(self.types[column], kind)) != self.types[column]:
+                    self.types[column] = new
+                    changed = True
+        return changed
+
+    @property
+    def key_properties(self) -> list[str]:
+        keys = self.configured_keys
+        return list(keys) if keys and all(k in self.types for k in keys) else []
+
+    def json_schema(self) -> dict[str, Any]:
+        properties: dict[str, Any] = {}
+        for column, kind in self.types.items():
+            if kind is None or column in self.unset:
+                properties[column] = {}
+            elif column in self.key_properties:
+                properties[column] = {"type": kind}
+            else:
+                properties[column] = {"type": [kind, "null"]}
+        properties.update(_CONTROL_SCHEMA)
+        return {"type": "object", "properties": properties, "additionalProperties": True}
+
+
+class MessageWriter:
+    """Writes SCHEMA (when a table's columns change), RECORD and STATE lines."""
+
+    def __init__(self, key_properties: list[str], out: IO[bytes] | None = None) -> None:
+        self._out = out or sys.stdout.buffer
+        self._keys = key_properties
+        self.tables: dict[str, TableSchema] = {}
+        self.records_written = 0
+
+    def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
+        table = self.tables.get(operation.table)
+        if table is None:
+            table = self.tables[operation.table] = TableSchema(operation.table, self._keys)
+        if table.observe(operation.row):
+            self._write(
+                {
+                    "type": "SCHEMA",
+                    "stream": table.name,
+                    "schema": table.json_schema(),
+                    "key_properties": table.key_properties,
+                }
+            )
+        record = dict(operation.row)
+        record[control.OPERATION] = operation.kind
+        record[control.FORCE_DRAIN] = operation.force_drain
+        record[control.SOURCE_STREAM] = stream_key
+        record[control.SOURCE_ENTRY_ID] = entry_id
+        if operation.kind != "insert":
+            record[control.WHERE] = operation.where
+        self._write({"type": "RECORD", "stream": table.name, "record": record})
+        self.records_written += 1
+
+    def state(self, value: Mapping[str, Any]) -> None:
+        self._write({"type": "STATE", "value": value})
+        self._out.flush()
+
+    def _write(self, message: Mapping[str, Any]) -> None:
+        self._out.write(dumps(message) + b"\n")

@@ -1,0 +1,138 @@
+"""The tap's settings schema (for `--about`, Meltano and TAP_REDIS_STREAM_* variables)."""
+
+from __future__ import annotations
+
+from singer_sdk import typing as th
+
+ENTRY_FORMATS = ["euler_kv", "fields", "json"]
+
+CONFIG_SCHEMA = th.PropertiesList(
+    th.Property(
+        "redis_url",
+        th.StringType,
+        required=True,
+        secret=True,
+        description="Redis URL: `redis://[user:password@]host:port/db` or `rediss://` for TLS.",
+    ),
+    th.Property(
+        "stream_keys",
+        th.ArrayType(th.StringType),
+        required=True,
+        description=(
+            "Stream keys to read: names or glob patterns resolved with SCAN, e.g. "
+            "`rider-db-sync-stream{shard-*}`."
+        ),
+    ),
+    th.Property(
+        "entry_format",
+        th.StringType,
+        default="euler_kv",
+        allowed_values=ENTRY_FORMATS,
+        description=(
+            "`euler_kv`: the KV-connector command envelope of the old drainer; `fields`: the "
+            "entry's field/value pairs are the row; `json`: one field holds a JSON object row."
+        ),
+    ),
+    th.Property(
+        "table_field",
+        th.StringType,
+        default="table",
+        description="`fields`/`json`: the entry field naming the destination table.",
+    ),
+    th.Property(
+        "table_template",
+        th.StringType,
+        description=(
+            "`fields`/`json`: table name from the stream key instead of a field; `{stream}` is "
+            "the key with its `{...}` hash tag removed (e.g. `orders{shard-1}` -> `orders`)."
+        ),
+    ),
+    th.Property(
+        "json_field",
+        th.StringType,
+        default="data",
+        description="`json`: the entry field holding the JSON object.",
+    ),
+    th.Property(
+        "key_properties",
+        th.ArrayType(th.StringType),
+        default=["id"],
+        description="Primary-key columns of every table (used when a table has them all).",
+    ),
+    th.Property(
+        "read_count",
+        th.IntegerType(minimum=1),
+        default=1000,
+        description="Entries per XREAD call.",
+    ),
+    th.Property(
+        "start_from",
+        th.StringType,
+        default="earliest",
+        allowed_values=["earliest", "latest"],
+        description="Where a key without a bookmark starts: its first entry, or after its last.",
+    ),
+    th.Property(
+        "on_parse_error",
+        th.StringType,
+        default="stop",
+        allowed_values=["stop", "dead_letter"],
+        description=(
+            "An entry that cannot be decoded: `stop` the tap (non-zero exit, bookmark before "
+            "it), or `dead_letter` it to `failed_stream` and go on."
+        ),
+    ),
+    th.Property(
+        "failed_stream",
+        th.StringType,
+        default="redis-stream-failed-entries",
+        description="Stream that receives undecodable entries with `on_parse_error: dead_letter`.",
+    ),
+    th.Property(
+        "record_limit",
+        th.IntegerType(minimum=1),
+        description="Stop after this many entries (a STATE covers exactly those).",
+    ),
+    th.Property(
+        "shard_index",
+        th.IntegerType(minimum=0),
+        default=0,
+        description="This worker's index among `shard_count` workers.",
+    ),
+    th.Property(
+        "shard_count",
+        th.IntegerType(minimum=1),
+        default=1,
+        description="Workers sharing the matched keys; each key goes to one (stable hash).",
+    ),
+    th.Property(
+        "follow",
+        th.BooleanType,
+        default=False,
+        description=(
+            "false: read up to the last entry each key had at start, then exit. true: block "
+            "for new entries until SIGTERM."
+        ),
+    ),
+    th.Property(
+        "heartbeat_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=5,
+        description="Follow mode: emit STATE this often while idle (lets the target flush by age).",
+    ),
+    th.Property(
+        "trim_acknowledged",
+        th.BooleanType,
+        default=False,
+        description=(
+            "At start, delete entries at or below the incoming state's bookmarks (durable: the "
+            "target emits state only after committing). Never one entry beyond."
+        ),
+    ),
+    th.Property(
+        "discovery_sample_size",
+        th.IntegerType(minimum=1),
+        default=1000,
+        description="`--discover`: entries sampled per stream key to list tables and columns.",
+    ),
+).to_dict()
