@@ -1,0 +1,285 @@
+"""tap-redis-stream against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import orjson
+import pytest
+import redis as redis_lib
+import zstandard
+
+from tests import kv_workload
+from tests.integration.tap_helpers import TAP_BIN, run_tap
+
+SPEC_CREATE = {
+    "contents_v2": {
+        "cmdVersion": "V2",
+        "command": {
+            "contents": {
+                "additionalInfo": "SqlNull",
+                "bookingId": '"9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3"',
+                "createdAt": "2024-06-01 10:15:30.123456 UTC",
+                "distanceUnit": '"Meter"',
+                "driverDistToPickup": "850",
+                "driverDistToPickupValue": "850.0",
+                "reasonCode": '"DRIVER_NOT_MOVING"',
+                "rideId": "SqlNull",
+                "source": '"ByUser"',
+            },
+            "tag": "BookingCancellationReasonObject",
+        },
+        "dbName": "postgres",
+        "tag": "bookingCancellationReason_bookingId_9c1f3a52{shard-5}",
+        "timestamp": 1717236930123,
+    },
+    "forceDrainToDB": False,
+    "mappings": {},
+    "modelObject": {"bookingId": "9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3"},
+    "tag": "Create",
+}
+
+
+def seed(client: redis_lib.Redis, base: str, n: int, first: int = 0, shards: int = 3) -> None:
+    entries = list(kv_workload.creates(first + n, seed=5, stream_base=base, shards=shards))[first:]
+    pipe = client.pipeline(transaction=False)
+    for entry in entries:
+        pipe.xadd(entry.stream_key, {"command": entry.payload})
+    pipe.execute()
+
+
+def config(redis_url: str, *keys: str, **extra: object) -> dict[str, object]:
+    return {"redis_url": redis_url, "stream_keys": list(keys), **extra}
+
+
+def test_three_runs_read_every_entry_exactly_once(tmp_path, redis_url, redis_client, unique):
+    base = f"s-{unique}"
+    cfg = config(redis_url, f"{base}{{shard-*}}", read_count=7)
+    seen: list[tuple[str, str]] = []
+    state = None
+    for run_number in range(3):
+        seed(redis_client, base, 40, first=40 * run_number)
+        run = run_tap(tmp_path, cfg, state)
+        assert run.returncode == 0, run.stderr[-2000:]
+        seen += [(r["_sdc_source_stream"], r["_sdc_source_entry_id"]) for r in run.records]
+        state = run.states[-1]
+    assert len(seen) == 120
+    assert len(set(seen)) == 120
+    for key in {k for k, _ in seen}:
+        stored = [(key, i.decode()) for i, _ in redis_client.xrange(key)]
+        assert sorted(s for s in seen if s[0] == key) == sorted(stored)
+
+
+def test_entry_ids_compare_as_numbers(tmp_path, redis_url, redis_client, unique):
+    key = f"ids-{unique}"
+    payload = orjson.dumps(SPEC_CREATE)
+    for seq in range(1, 11):
+        redis_client.xadd(key, {"command": payload}, id=f"1-{seq}")
+    run = run_tap(tmp_path, config(redis_url, key), {"stream_ids": {key: "1-9"}})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.entry_ids() == ["1-10"]  # as strings "1-10" < "1-9" would re-read 1-10... or skip it
+    assert run.states[-1] == {"stream_ids": {key: "1-10"}}
+
+
+def test_scan_patterns_select_only_matching_stream_keys(tmp_path, redis_url, redis_client, unique):
+    base = f"rider-db-sync-stream-{unique}"
+    seed(redis_client, base, 12, shards=4)
+    seed(redis_client, f"driver-{unique}", 5, shards=1)  # does not match
+    redis_client.set(f"{base}{{shard-9}}", "not a stream")  # matches, wrong type
+    run = run_tap(tmp_path, config(redis_url, f"{base}{{shard-*}}"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    keys = {r["_sdc_source_stream"] for r in run.records}
+    assert keys == {f"{base}{{shard-{i}}}" for i in range(4)}
+    assert len(run.records) == 12
+
+
+def test_zstd_and_spec_create_decode(tmp_path, redis_url, redis_client, unique):
+    key = f"z-{unique}"
+    data = orjson.dumps(SPEC_CREATE)
+    redis_client.xadd(key, {"command": data})
+    redis_client.xadd(key, {"command": zstandard.ZstdCompressor().compress(data)})
+    run = run_tap(tmp_path, config(redis_url, key, key_properties=["booking_id"]))
+    assert run.returncode == 0, run.stderr[-2000:]
+    plain, compressed = run.records
+    assert plain == compressed | {"_sdc_source_entry_id": plain["_sdc_source_entry_id"]}
+    row = {k: v for k, v in plain.items() if not k.startswith("_sdc_")}
+    assert row == {
+        "additional_info": None,
+        "booking_id": "9c1f3a52-7e1d-4b8e-a0c4-2f6d8e51b7a3",
+        "created_at": "2024-06-01 10:15:30.123456 UTC",
+        "distance_unit": "Meter",
+        "driver_dist_to_pickup": 850,
+        "driver_dist_to_pickup_value": 850.0,
+        "reason_code": "DRIVER_NOT_MOVING",
+        "ride_id": None,
+        "source": "ByUser",
+    }
+    assert plain["_sdc_operation"] == "insert"
+    assert run.schemas[0]["stream"] == "booking_cancellation_reason"
+    assert run.schemas[0]["key_properties"] == ["booking_id"]
+
+
+POISON = [
+    (b"not json", "not"),
+    (zstandard.ZstdCompressor().compress(b'{"tag": "Create"}' * 30)[:-5], "zstd"),
+    (b"\x28\xb5\x2f\xfd" + b"fake frame", "zstd"),
+    (orjson.dumps({**SPEC_CREATE, "tag": "Upsert"}), "Upsert"),
+    (orjson.dumps({k: v for k, v in SPEC_CREATE.items() if k != "contents_v2"}), "contents_v2"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), POISON, ids=[r for _, r in POISON])
+def test_poison_entry_stops_the_tap_before_it(
+    tmp_path, redis_url, redis_client, unique, payload, reason
+):
+    key = f"p-{unique}"
+    good = orjson.dumps(SPEC_CREATE)
+    first = redis_client.xadd(key, {"command": good}).decode()
+    bad = redis_client.xadd(key, {"command": payload}).decode()
+    redis_client.xadd(key, {"command": good})
+    run = run_tap(tmp_path, config(redis_url, key))
+    assert run.returncode != 0
+    assert f"stream {key!r}, entry {bad}" in run.stderr
+    assert reason in run.stderr
+    assert run.entry_ids() == [first]
+    assert run.states[-1] == {"stream_ids": {key: first}}
+
+
+def test_poison_entries_go_to_the_failed_stream(tmp_path, redis_url, redis_client, unique):
+    key = f"p-{unique}"
+    failed = f"failed-{unique}"
+    good = orjson.dumps(SPEC_CREATE)
+    redis_client.xadd(key, {"command": good})
+    bad_ids = [redis_client.xadd(key, {"command": p}).decode() for p, _ in POISON]
+    last = redis_client.xadd(key, {"command": good}).decode()
+    run = run_tap(
+        tmp_path, config(redis_url, key, on_parse_error="dead_letter", failed_stream=failed)
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(run.records) == 2
+    assert run.states[-1] == {"stream_ids": {key: last}}
+    letters = redis_client.xrange(failed)
+    assert [f[b"source_entry_id"].decode() for _, f in letters] == bad_ids
+    assert all(f[b"source_stream"].decode() == key and f[b"reason"] for _, f in letters)
+    assert letters[0][1][b"field:command"] == b"not json"
+
+
+def test_trimming_never_passes_the_incoming_bookmark(tmp_path, redis_url, redis_client, unique):
+    key = f"t-{unique}"
+    payload = orjson.dumps(SPEC_CREATE)
+    ids = [redis_client.xadd(key, {"command": payload}).decode() for _ in range(10)]
+    run = run_tap(
+        tmp_path, config(redis_url, key, trim_acknowledged=True), {"stream_ids": {key: ids[5]}}
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    remaining = [i.decode() for i, _ in redis_client.xrange(key)]
+    assert remaining == ids[6:]
+    assert run.entry_ids() == ids[6:]
+    # Without state nothing is trimmed.
+    again = run_tap(tmp_path, config(redis_url, key, trim_acknowledged=True))
+    assert again.entry_ids() == ids[6:]
+    assert [i.decode() for i, _ in redis_client.xrange(key)] == ids[6:]
+
+
+def test_record_limit_and_latest_start(tmp_path, redis_url, redis_client, unique):
+    key = f"l-{unique}"
+    payload = orjson.dumps(SPEC_CREATE)
+    ids = [redis_client.xadd(key, {"command": payload}).decode() for _ in range(6)]
+    limited = run_tap(tmp_path, config(redis_url, key, record_limit=4, read_count=3))
+    assert limited.entry_ids() == ids[:4]
+    assert limited.states[-1] == {"stream_ids": {key: ids[3]}}
+    latest = run_tap(tmp_path, config(redis_url, key, start_from="latest"))
+    assert latest.entry_ids() == []
+    assert latest.states[-1] == {"stream_ids": {key: ids[-1]}}
+
+
+def test_shards_partition_the_keys(tmp_path, redis_url, redis_client, unique):
+    base = f"sh-{unique}"
+    seed(redis_client, base, 40, shards=8)
+    got = []
+    for index in range(3):
+        run = run_tap(
+            tmp_path, config(redis_url, f"{base}{{shard-*}}", shard_index=index, shard_count=3)
+        )
+        got.append({r["_sdc_source_stream"] for r in run.records})
+    assert set.union(*got) == {f"{base}{{shard-{i}}}" for i in range(8)}
+    assert sum(len(g) for g in got) == 8  # disjoint
+
+
+def test_fields_and_json_formats(tmp_path, redis_url, redis_client, unique):
+    key = f"orders{{{unique}}}"
+    redis_client.xadd(
+        key, {"table": "orders", "id": "7", "total": "12.5", "note": "hi", "meta": '{"a":1}'}
+    )
+    run = run_tap(tmp_path, config(redis_url, key, entry_format="fields"))
+    assert run.records[0] | {"_sdc_source_entry_id": "x"} == {
+        "id": 7, "total": 12.5, "note": "hi", "meta": {"a": 1},
+        "_sdc_operation": "insert", "_sdc_force_drain": False,
+        "_sdc_source_stream": key, "_sdc_source_entry_id": "x",
+    }  # fmt: skip
+    jkey = f"j-{unique}"
+    redis_client.xadd(jkey, {"data": json.dumps({"id": 1, "name": "x"})})
+    redis_client.xadd(
+        jkey,
+        {"data": json.dumps({"op": "delete", "where": {"column": "id", "op": "=", "value": 1}})},
+    )
+    redis_client.xadd(jkey, {"data": "[1, 2]"})
+    run = run_tap(
+        tmp_path, config(redis_url, jkey, entry_format="json", table_template="tbl_{stream}")
+    )
+    assert run.returncode != 0
+    assert "not a JSON object" in run.stderr
+    assert [r["_sdc_operation"] for r in run.records] == ["insert", "delete"]
+    assert run.records[1]["_sdc_where"] == {"column": "id", "op": "=", "value": 1}
+    assert {s["stream"] for s in run.schemas} == {f"tbl_j-{unique}"}
+
+
+def test_discover_lists_tables_and_columns(tmp_path, redis_url, redis_client, unique):
+    base = f"d-{unique}"
+    seed(redis_client, base, 10)
+    run = run_tap(tmp_path, config(redis_url, f"{base}{{shard-*}}"), args=("--discover",))
+    assert run.returncode == 0, run.stderr[-2000:]
+    catalog = run.messages[0]
+    streams = {s["tap_stream_id"]: s for s in catalog["streams"]}
+    assert set(streams) == {t.name for t in kv_workload.TABLES}
+    booking = streams["booking"]["schema"]["properties"]
+    assert {"id", "rider_id", "status", "estimated_fare", "is_scheduled", "start_time"} <= set(
+        booking
+    )
+
+
+def test_follow_mode_picks_up_new_entries_and_stops_on_sigterm(
+    tmp_path, redis_url, redis_client, unique
+):
+    key = f"f-{unique}"
+    payload = orjson.dumps(SPEC_CREATE)
+    first = redis_client.xadd(key, {"command": payload}).decode()
+    cfg = tmp_path / "follow.json"
+    cfg.write_text(json.dumps(config(redis_url, key, follow=True, heartbeat_seconds=0.3)))
+    proc = subprocess.Popen(
+        [str(TAP_BIN), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    heartbeats = 0
+    added = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        message = json.loads(proc.stdout.readline())
+        if message["type"] == "RECORD":
+            seen.append(message["record"]["_sdc_source_entry_id"])
+        if message["type"] == "STATE":
+            heartbeats += 1
+            if added is None and seen == [first]:
+                added = redis_client.xadd(key, {"command": payload}).decode()
+        if added is not None and added in seen and heartbeats > 3:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert seen == [first, added]
+    final = [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+    assert final[-1] == {"type": "STATE", "value": {"stream_ids": {key: added}}}
