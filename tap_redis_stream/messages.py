@@ -119,13 +119,21 @@ class TableSchema:
 class MessageWriter:
     """Writes SCHEMA (when a table's columns change), RECORD and STATE lines."""
 
-    def __init__(self, key_properties: list[str], out: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        key_properties: list[str],
+        out: IO[bytes] | None = None,
+        deselected: set[str] | None = None,
+    ) -> None:
         self._out = out or sys.stdout.buffer
         self._keys = key_properties
+        self._deselected = deselected or set()
         self.tables: dict[str, TableSchema] = {}
         self.records_written = 0
 
     def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
+        if operation.table in self._deselected:
+            return
         table = self.tables.get(operation.table)
         if table is None:
             table = self.tables[operation.table] = TableSchema(operation.table, self._keys)

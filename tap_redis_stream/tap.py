@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
+from singer_sdk.helpers.capabilities import (
+    CapabilitiesEnum,
+    PluginCapabilities,
+    TapCapabilities,
+)
 
 from tap_redis_stream.client import StreamClient
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
@@ -33,6 +38,22 @@ class TapRedisStream(Tap):
 
     name = "tap-redis-stream"
     config_jsonschema = CONFIG_SCHEMA
+    # Only what the one-pass reader honours: no stream maps, flattening or
+    # BATCH messages (those belong to the SDK's per-stream sync).
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        super().append_builtin_config(config_jsonschema)
+        for name in list(config_jsonschema["properties"]):
+            if name.startswith(("stream_map", "faker_config", "flattening_")):
+                del config_jsonschema["properties"][name]
 
     _stop = False
     _input_state: dict[str, Any] | None = None
@@ -113,7 +134,9 @@ class TapRedisStream(Tap):
                 settings,
                 client,
                 self.decoder(),
-                MessageWriter(list(self._setting("key_properties"))),
+                MessageWriter(
+                    list(self._setting("key_properties")), deselected=self.deselected_tables()
+                ),
                 bookmarks=bookmarks_from_state(self._input_state),
                 stop_requested=lambda: self._stop,
             )
@@ -126,6 +149,18 @@ class TapRedisStream(Tap):
             )
         finally:
             client.close()
+
+    def deselected_tables(self) -> set[str]:
+        """Tables an input catalog explicitly deselects; tables it does not list pass,
+        so a table that first appears after discovery is never dropped silently."""
+        catalog = self.input_catalog
+        if catalog is None:
+            return set()
+        return {
+            entry.tap_stream_id
+            for entry in catalog.streams
+            if entry.metadata.root.selected is False
+        }
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         # Graceful: the reader finishes its batch, writes a final STATE, exits 0.

@@ -283,3 +283,26 @@ def test_follow_mode_picks_up_new_entries_and_stops_on_sigterm(
     assert seen == [first, added]
     final = [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
     assert final[-1] == {"type": "STATE", "value": {"stream_ids": {key: added}}}
+
+
+def test_catalog_deselection_skips_a_table_and_new_tables_pass(
+    tmp_path, redis_url, redis_client, unique
+):
+    base = f"c-{unique}"
+    seed(redis_client, base, 10)
+    discovered = run_tap(tmp_path, config(redis_url, f"{base}{{shard-*}}"), args=("--discover",))
+    catalog = discovered.messages[0]
+    catalog["streams"] = [
+        s for s in catalog["streams"] if s["tap_stream_id"] != "fare_v2"
+    ]  # unknown: passes
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] != "booking"
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    run = run_tap(tmp_path, config(redis_url, f"{base}{{shard-*}}"), args=("--catalog", str(path)))
+    assert run.returncode == 0, run.stderr[-2000:]
+    tables = {s["stream"] for s in run.schemas}
+    assert tables == {t.name for t in kv_workload.TABLES} - {"booking"}
+    assert len(run.records) == 8
