@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Meltano lives in a venv of its own; it installs the plugins from this
+# repository (pip_url: -e .) into .meltano/ with uv.
+MELTANO_VENV ?= .venv-meltano
+MELTANO := $(MELTANO_VENV)/bin/meltano
 
-.PHONY: install test lint unit demo clean readme
+.PHONY: install meltano test lint unit demo clean readme meltano-yml
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,22 +15,39 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(MELTANO_VENV)/.installed:
+	$(PYTHON) -m venv $(MELTANO_VENV)
+	$(MELTANO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano==4.4.1' 'uv>=0.5'
+	touch $@
+
 install: $(BIN)/.installed
+
+meltano: $(MELTANO_VENV)/.installed $(BIN)/.installed
+	PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" $(MELTANO) install
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python tools/readme_settings.py --check
+	$(BIN)/python tools/meltano_yml.py --check
 
 # pytest exits 5 when no test ran; make treats that (any non-zero) as failure.
-test: lint
-	$(BIN)/pytest
+test: lint meltano
+	MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+demo: meltano
+	PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python tools/demo.py
 
 readme: install
 	$(BIN)/python tools/readme_settings.py
+
+meltano-yml: install
+	$(BIN)/python tools/meltano_yml.py
+
+clean:
+	rm -rf $(VENV) $(MELTANO_VENV) .meltano .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-PLUGINS = ("target-batched-postgres",)
+PLUGINS = ("tap-redis-stream", "target-batched-postgres")
 
 
 def settings_table(plugin: str) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,15 +101,24 @@ def run_target_cli(
     )
 
 
+_MELTANO_METRIC = re.compile(r"target-batched-postgres METRIC .*metric_name=(\w+) metric_value=(\d+)\b")
+
+
 def metric_totals(stderr: str) -> dict[str, int]:
-    """The last logged value of each of the target's counters (untagged totals)."""
+    """The last logged value of each of the target's counters.
+
+    Reads the target's own `METRIC: {json}` lines (untagged totals), and the
+    same lines as `meltano run` re-logs them (`metric_name=... metric_value=...`),
+    where the totals logged at the end of the run come last.
+    """
     totals: dict[str, int] = {}
     for line in stderr.splitlines():
-        if "METRIC: " not in line:
-            continue
-        point = json.loads(line.split("METRIC: ", 1)[1])
-        if point["type"] == "counter" and not point["tags"]:
-            totals[point["metric"]] = point["value"]
+        if "METRIC: " in line:
+            point = json.loads(line.split("METRIC: ", 1)[1])
+            if point["type"] == "counter" and not point["tags"]:
+                totals[point["metric"]] = point["value"]
+        elif match := _MELTANO_METRIC.search(line):
+            totals[match.group(1)] = int(match.group(2))
     return totals
 
 
