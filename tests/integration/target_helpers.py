@@ -101,7 +101,9 @@ def run_target_cli(
     )
 
 
-_MELTANO_METRIC = re.compile(r"target-batched-postgres METRIC .*metric_name=(\w+) metric_value=(\d+)\b")
+_MELTANO_METRIC = re.compile(
+    r"target-batched-postgres METRIC .*metric_name=(\w+) metric_value=(\d+)\b"
+)
 
 
 def metric_totals(stderr: str) -> dict[str, int]:
