@@ -149,8 +149,8 @@ def summary(pg: Server, rds: Server, kafka: Server, runs: list[dict[str, int]]) 
         ).fetchone()
         print(f"  dead letters ({SCHEMA}._dead_letters): {letters[0] if letters else 0}")
     print("\nKafka messages per topic:")
-    for topic, count in sorted(topic_counts(kafka.url).items()):
-        print(f"  {topic:<45} {count:>6}")
+    for topic, messages in sorted(topic_counts(kafka.url).items()):
+        print(f"  {topic:<45} {messages:>6}")
     failed = redis.Redis.from_url(rds.url).xlen(FAILED_STREAM)
     print(f"\nFailed entries (Redis {FAILED_STREAM}): {failed}")
     print("\nStatements vs records, per run:")
