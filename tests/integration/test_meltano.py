@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -47,7 +46,7 @@ OTHER_PLUGINS = {
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Meltano project: this repository's plugins (from meltano.yml) plus two others."""
     if not MELTANO.exists():
         pytest.fail(f"{MELTANO} is missing: run `make meltano` (make test does)")
@@ -61,7 +60,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     subprocess.run(
         [str(MELTANO), "install"], cwd=path, env=meltano_env(path), check=True, capture_output=True
     )
-    yield path
+    return path
 
 
 def meltano_env(project: Path, **extra: str) -> dict[str, str]:
