@@ -10,7 +10,7 @@ import decimal
 import re
 import sys
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -116,16 +116,22 @@ class TableSchema:
         return {"type": "object", "properties": properties, "additionalProperties": True}
 
 
+class ByteSink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class MessageWriter:
     """Writes SCHEMA (when a table's columns change), RECORD and STATE lines."""
 
     def __init__(
         self,
         key_properties: list[str],
-        out: IO[bytes] | None = None,
+        out: ByteSink | None = None,
         deselected: set[str] | None = None,
     ) -> None:
-        self._out = out or sys.stdout.buffer
+        self._out = out
         self._keys = key_properties
         self._deselected = deselected or set()
         self.tables: dict[str, TableSchema] = {}
@@ -158,7 +164,26 @@ class MessageWriter:
 
     def state(self, value: Mapping[str, Any]) -> None:
         self._write({"type": "STATE", "value": value})
-        self._out.flush()
+        self._stream().flush()
+
+    def _stream(self) -> ByteSink:
+        # Looked up per call: tests and the SDK's runners swap sys.stdout.
+        if self._out is not None:
+            return self._out
+        return getattr(sys.stdout, "buffer", None) or _TextAdapter(sys.stdout)
 
     def _write(self, message: Mapping[str, Any]) -> None:
-        self._out.write(dumps(message) + b"\n")
+        self._stream().write(dumps(message) + b"\n")
+
+
+class _TextAdapter:
+    """Bytes in, text out: for a text-only sys.stdout (io.StringIO in test runners)."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+
+    def write(self, data: bytes) -> int:
+        return self._text.write(data.decode())
+
+    def flush(self) -> None:
+        self._text.flush()

@@ -150,6 +150,12 @@ class TapRedisStream(Tap):
         finally:
             client.close()
 
+    def run_sync_dry_run(self, dry_run_record_limit: int | None = 1, streams: Any = None) -> bool:
+        """A dry run is a bounded read: the per-stream limit cannot apply to one pass
+        that interleaves every table, so it reads what a scheduled run would."""
+        self.sync_all()
+        return True
+
     def deselected_tables(self) -> set[str]:
         """Tables an input catalog explicitly deselects; tables it does not list pass,
         so a table that first appears after discovery is never dropped silently."""

@@ -1,0 +1,108 @@
+"""Pure parts of the tap: entry IDs, schema inference, exact decimals, fields/json decoders."""
+
+from __future__ import annotations
+
+import decimal
+import io
+
+import pytest
+
+from tap_redis_stream.client import is_pattern, owns
+from tap_redis_stream.entries import EntryParseError, Operation
+from tap_redis_stream.entries.fields import FieldsDecoder, JsonDecoder, stream_base
+from tap_redis_stream.entry_id import EntryId
+from tap_redis_stream.messages import MessageWriter, TableSchema, dumps
+from tap_redis_stream.reader import bookmarks_from_state
+
+
+def test_entry_ids_order_as_numbers():
+    ids = [EntryId.parse(t) for t in ["1-10", "1-9", "2-0", "0-1", "10-0"]]
+    assert [str(i) for i in sorted(ids)] == ["0-1", "1-9", "1-10", "2-0", "10-0"]
+    assert EntryId.parse(b"5") == EntryId(5, 0)
+    assert EntryId(7, 2**64 - 1).next() == EntryId(8, 0)
+    with pytest.raises(ValueError, match="not a stream entry ID"):
+        EntryId.parse("x-1")
+
+
+def test_bookmarks_from_state():
+    assert bookmarks_from_state({"stream_ids": {"k": "1-10"}}) == {"k": EntryId(1, 10)}
+    assert bookmarks_from_state(None) == {}
+
+
+def test_patterns_and_shard_ownership():
+    assert is_pattern("rider-db-sync-stream{shard-*}")
+    assert not is_pattern("rider-db-sync-stream{shard-5}")
+    keys = [f"k{{shard-{i}}}" for i in range(50)]
+    owners = [[k for k in keys if owns(k, i, 3)] for i in range(3)]
+    assert sorted(sum(owners, [])) == sorted(keys)
+    assert all(owners)
+
+
+def test_schema_widens_and_reports_changes():
+    table = TableSchema("t", ["id"])
+    assert table.observe({"id": 1, "x": None})
+    assert not table.observe({"id": 2, "x": None})
+    assert table.observe({"id": 3, "x": 5})  # null-only column gets a type
+    assert table.observe({"id": 4, "x": decimal.Decimal("1.5")})  # integer -> number
+    assert table.observe({"id": 5, "x": "text"})  # number + string -> any
+    props = table.json_schema()["properties"]
+    assert props["id"] == {"type": "integer"}
+    assert props["x"] == {}
+    assert table.key_properties == ["id"]
+    assert TableSchema("u", ["id"]).key_properties == []
+
+
+def test_decimal_marker_only_rewrites_decimals():
+    assert dumps({"a": decimal.Decimal("0.010")}) == b'{"a":0.010}'
+    assert dumps({"s": "plain"}) == b'{"s":"plain"}'
+
+
+def test_writer_emits_schema_once_then_on_growth():
+    out = io.BytesIO()
+    writer = MessageWriter(["id"], out=out)
+    writer.record(Operation("t", "insert", {"id": 1}), "k", "1-1")
+    writer.record(Operation("t", "insert", {"id": 2}), "k", "1-2")
+    writer.record(Operation("t", "insert", {"id": 3, "y": "z"}), "k", "1-3")
+    kinds = [line.split(b'"type":"')[1].split(b'"')[0] for line in out.getvalue().splitlines()]
+    assert kinds == [b"SCHEMA", b"RECORD", b"RECORD", b"SCHEMA", b"RECORD"]
+
+
+def test_fields_decoder():
+    decoder = FieldsDecoder("table", None)
+    op = decoder.decode(
+        "k", {b"table": b"orders", b"id": b"7", b"n": b"-1.5", b"s": b"hello", b"j": b"[1]"}
+    )
+    assert op == Operation("orders", "insert", {"id": 7, "n": -1.5, "s": "hello", "j": [1]})
+    templated = FieldsDecoder("table", "t_{stream}").decode("orders{shard-1}", {b"table": b"x"})
+    assert templated.table == "t_orders"
+    assert templated.row == {"table": "x"}
+    with pytest.raises(EntryParseError, match="missing the table field"):
+        decoder.decode("k", {b"id": b"1"})
+    with pytest.raises(EntryParseError, match="UTF-8"):
+        decoder.decode("k", {b"table": b"t", b"id": b"\xff"})
+
+
+def test_json_decoder_envelope_and_errors():
+    decoder = JsonDecoder("table", "{stream}", "data")
+    assert decoder.decode("t{s}", {b"data": b'{"id": 1}'}) == Operation("t", "insert", {"id": 1})
+    upd = decoder.decode(
+        "t",
+        {
+            b"data": b'{"op": "update", "row": {"a": 1}, "where": {"column": "id", "op": "=", "value": 1}}'
+        },
+    )
+    assert (upd.kind, upd.row, upd.where) == (
+        "update",
+        {"a": 1},
+        {"column": "id", "op": "=", "value": 1},
+    )
+    for payload, reason in [
+        (b"{", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (b'{"op": "merge"}', "unknown op"),
+        (b'{"op": "delete"}', "without a 'where'"),
+        (b"{}", "no columns"),
+    ]:
+        with pytest.raises(EntryParseError, match=reason):
+            decoder.decode("t", {b"data": payload})
+    assert stream_base("a{b}c{d}") == "ac"
