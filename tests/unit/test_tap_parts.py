@@ -34,7 +34,7 @@ def test_patterns_and_shard_ownership():
     assert not is_pattern("rider-db-sync-stream{shard-5}")
     keys = [f"k{{shard-{i}}}" for i in range(50)]
     owners = [[k for k in keys if owns(k, i, 3)] for i in range(3)]
-    assert sorted(sum(owners, [])) == sorted(keys)
+    assert sorted(k for group in owners for k in group) == sorted(keys)
     assert all(owners)
 
 
