@@ -115,6 +115,7 @@ class PostgresWriter:
         self._metrics = metrics
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, dict[str, ColumnType]] = {}
+        self._prepared = False
 
     # -- connection -------------------------------------------------------------
 
@@ -158,8 +159,11 @@ class PostgresWriter:
     def preflight(self) -> None:
         """Connect, check privileges, create the schema and the dead-letter table.
 
-        Runs before any input is read, so a bad URL or missing privileges fail fast.
+        The target runs it before any input is read, so a bad URL or missing
+        privileges fail fast; a writer used without it prepares on first write.
         """
+        if self._prepared:
+            return
         try:
             self._retry.run(self._preflight_once, what="PostgreSQL preflight", attempts=1)
         except TargetError as exc:
@@ -175,10 +179,12 @@ class PostgresWriter:
         with self._transaction():
             self._execute(build_create_schema(self.schema))
             self._execute(build_create_dead_letter_table(self.schema, self._dead_letter_table))
+        self._prepared = True
 
     # -- tables -----------------------------------------------------------------
 
     def _table_columns(self, table: str) -> dict[str, ColumnType]:
+        self.preflight()
         if table not in self._columns:
             cursor = self._connect().execute(COLUMNS_QUERY, (self.schema, table))
             self._columns[table] = {
