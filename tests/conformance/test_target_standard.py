@@ -76,7 +76,7 @@ def test_standard_stream_lands(
             sql.Identifier(pg_schema, "_dead_letters")
         )
     ).fetchall()
-    dead = dict(letters)
+    dead: dict[str, int] = dict(letters)
     for table, count in expected_rows(messages).items():
         row = pg_conn.execute(
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, table))
