@@ -122,12 +122,23 @@ def test_zstd_and_spec_create_decode(tmp_path, redis_url, redis_client, unique):
     assert run.schemas[0]["key_properties"] == ["booking_id"]
 
 
+def _with_value(field: str, value: object) -> dict:
+    entry = orjson.loads(orjson.dumps(SPEC_CREATE))
+    entry["contents_v2"]["command"]["contents"][field] = value
+    return entry
+
+
 POISON = [
     (b"not json", "not"),
     (zstandard.ZstdCompressor().compress(b'{"tag": "Create"}' * 30)[:-5], "zstd"),
     (b"\x28\xb5\x2f\xfd" + b"fake frame", "zstd"),
     (orjson.dumps({**SPEC_CREATE, "tag": "Upsert"}), "Upsert"),
     (orjson.dumps({k: v for k, v in SPEC_CREATE.items() if k != "contents_v2"}), "contents_v2"),
+    (
+        orjson.dumps(_with_value("driverDistToPickup", 850)),
+        "driverDistToPickup",
+    ),  # a number, not a string
+    (orjson.dumps(_with_value("source", '"bad \\q escape"')), "escape"),
 ]
 
 
