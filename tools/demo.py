@@ -3,7 +3,7 @@
 Starts PostgreSQL, Redis and the Kafka-protocol broker from pip wheels on free
 loopback ports (or uses DEMO_POSTGRES_URL, DEMO_REDIS_URL and
 DEMO_KAFKA_BOOTSTRAP_SERVERS), seeds a KV-command workload into
-`rider-db-sync-stream{shard-0..3}`, runs
+`demo-rider-db-sync-stream{shard-0..3}`, runs
 
     meltano run tap-redis-stream target-batched-postgres
 
@@ -35,11 +35,11 @@ from tests import kv_workload  # noqa: E402
 from tests.integration.target_helpers import metric_totals  # noqa: E402
 from tests.servers import Server, start_kafka, start_postgres, start_redis  # noqa: E402
 
-SCHEMA = "atlas_app"
-STREAM_BASE = "rider-db-sync-stream"
-FAILED_STREAM = "rider-db-sync-failed-stream"
+SCHEMA = "demo_atlas_app"
+STREAM_BASE = "demo-rider-db-sync-stream"
+FAILED_STREAM = "demo-rider-db-sync-failed-stream"
 SHARDS = 4
-TOPIC_PREFIX = "aap-sessionizer-"
+TOPIC_PREFIX = "demo-aap-sessionizer-"
 MELTANO = Path(os.environ.get("MELTANO_BIN", ROOT / ".venv-meltano" / "bin" / "meltano"))
 
 
@@ -176,6 +176,8 @@ def main() -> int:
                 )
                 conn.execute(table.ddl(SCHEMA))
         client = redis.Redis.from_url(rds.url)
+        # Demo-only names, so a rerun against existing servers starts clean.
+        client.delete(FAILED_STREAM, *(f"{STREAM_BASE}{{shard-{i}}}" for i in range(SHARDS)))
         env = meltano_env(pg, rds, kafka)
         with tempfile.TemporaryDirectory() as state_dir:
             env["MELTANO_DATABASE_URI"] = f"sqlite:///{state_dir}/meltano.db"
