@@ -150,7 +150,7 @@ def summary(pg: Server, rds: Server, kafka: Server, runs: list[dict[str, int]]) 
         print(f"  dead letters ({SCHEMA}._dead_letters): {letters[0] if letters else 0}")
     print("\nKafka messages per topic:")
     for topic, messages in sorted(topic_counts(kafka.url).items()):
-        print(f"  {topic:<45} {messages:>6}")
+        print(f"  {topic:<50} {messages:>6}")
     failed = redis.Redis.from_url(rds.url).xlen(FAILED_STREAM)
     print(f"\nFailed entries (Redis {FAILED_STREAM}): {failed}")
     print("\nStatements vs records, per run:")
@@ -170,10 +170,10 @@ def main() -> int:
     try:
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+            for name in ["_dead_letters", *(t.name for t in kv_workload.TABLES)]:
+                drop = sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, name))
+                conn.execute(drop)
             for table in kv_workload.TABLES:
-                conn.execute(
-                    sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(SCHEMA, table.name))
-                )
                 conn.execute(table.ddl(SCHEMA))
         client = redis.Redis.from_url(rds.url)
         # Demo-only names, so a rerun against existing servers starts clean.
