@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -206,3 +208,27 @@ def test_another_tap_into_the_target(project, tmp_path, pg_url, pg_conn, pg_sche
         )
     ).fetchall()
     assert rows == [(i, f"n{i}", 20 + i) for i in range(12)]
+
+
+def test_demo_runs_against_existing_servers(redis_url, pg_url, kafka_bootstrap):
+    """`make demo`'s script, pointed at the session's servers by URL."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "demo.py")],
+        env={
+            **os.environ,
+            "PATH": f"{MELTANO.parent}:{os.environ['PATH']}",
+            "MELTANO_BIN": str(MELTANO),
+            "DEMO_POSTGRES_URL": pg_url,
+            "DEMO_REDIS_URL": redis_url,
+            "DEMO_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.search(r"demo_atlas_app\.booking\s+500\n", result.stdout)
+    assert "dead letters (demo_atlas_app._dead_letters): 1" in result.stdout
+    assert "Failed entries (Redis demo-rider-db-sync-failed-stream): 1" in result.stdout
+    assert "run 2: 500 records written or dead-lettered" in result.stdout
