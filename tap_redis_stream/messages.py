@@ -141,9 +141,11 @@ class MessageWriter:
         if operation.table in self._deselected:
             return
         table = self.tables.get(operation.table)
+        new = table is None
         if table is None:
             table = self.tables[operation.table] = TableSchema(operation.table, self._keys)
-        if table.observe(operation.row):
+        # A table's first entry may be a delete (no columns): it needs a SCHEMA too.
+        if table.observe(operation.row) or new:
             self._write(
                 {
                     "type": "SCHEMA",

@@ -106,3 +106,15 @@ def test_json_decoder_envelope_and_errors():
         with pytest.raises(EntryParseError, match=reason):
             decoder.decode("t", {b"data": payload})
     assert stream_base("a{b}c{d}") == "ac"
+
+
+def test_a_table_first_seen_in_a_delete_gets_a_schema():
+    out = io.BytesIO()
+    writer = MessageWriter(["id"], out=out)
+    writer.record(
+        Operation("t", "delete", {}, where={"column": "id", "op": "=", "value": 1}), "k", "1-1"
+    )
+    assert [line.split(b'"type":"')[1][:6] for line in out.getvalue().splitlines()] == [
+        b"SCHEMA",
+        b"RECORD",
+    ]
