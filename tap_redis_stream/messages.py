@@ -23,6 +23,7 @@ _CONTROL_SCHEMA: dict[str, Any] = {
     control.SOURCE_STREAM: {"type": "string"},
     control.SOURCE_ENTRY_ID: {"type": "string"},
     control.WHERE: {"type": ["object", "null"]},
+    control.MODEL: {"type": ["object", "null"]},
 }
 # Decimals are written as exact JSON numbers: orjson cannot, so they pass as
 # marked strings that are unquoted afterwards.
@@ -161,6 +162,8 @@ class MessageWriter:
         record[control.SOURCE_ENTRY_ID] = entry_id
         if operation.kind != "insert":
             record[control.WHERE] = operation.where
+        if operation.model is not None:
+            record[control.MODEL] = operation.model
         self._write({"type": "RECORD", "stream": table.name, "record": record})
         self.records_written += 1
 

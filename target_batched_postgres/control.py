@@ -14,7 +14,8 @@ FORCE_DRAIN = "_sdc_force_drain"
 SOURCE_STREAM = "_sdc_source_stream"
 SOURCE_ENTRY_ID = "_sdc_source_entry_id"
 WHERE = "_sdc_where"
+MODEL = "_sdc_model"
 
 CONTROL_PROPERTIES: frozenset[str] = frozenset(
-    {OPERATION, FORCE_DRAIN, SOURCE_STREAM, SOURCE_ENTRY_ID, WHERE}
+    {OPERATION, FORCE_DRAIN, SOURCE_STREAM, SOURCE_ENTRY_ID, WHERE, MODEL}
 )

@@ -34,13 +34,17 @@ class TableRoute:
 def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMessage:
     """The row as JSON; key = source stream (keeps a shard's order) else the primary key.
 
-    Inserts and updates publish the record's columns (for an update: the
-    columns it sets); a delete event publishes `{"where": <clause>}`. The
-    `operation` header says which.
+    Inserts publish the record's columns; an update publishes the full updated
+    row (`_sdc_model`) when the source sent one, else the columns it sets; a
+    delete event publishes `{"where": <clause>}`. The `operation` header says
+    which.
     """
     operation = str(record.get(control.OPERATION) or "insert")
+    model = record.get(control.MODEL)
     if operation == "delete":
         row: dict[str, Any] = {"where": record.get(control.WHERE)}
+    elif operation == "update" and isinstance(model, dict):
+        row = model  # the full updated row, as the old drainer published it
     else:
         row = {k: v for k, v in record.items() if k not in control.CONTROL_PROPERTIES}
     source = record.get(control.SOURCE_STREAM)

@@ -20,7 +20,9 @@ class Operation:
     `row` maps column names (already mapped / snake_cased) to values ready for
     PostgreSQL to cast: str, int, decimal.Decimal, float, bool, None, list (PostgreSQL array) or
     dict (JSON). `where` is the structured clause of an update/delete (see
-    entries.euler_kv for its shape).
+    entries.euler_kv for its shape). `model` is, for an update, the full
+    updated row the KV layer sent (`updatedModel`, columns mapped): what the
+    old drainer published to Kafka for it.
     """
 
     table: str
@@ -28,6 +30,7 @@ class Operation:
     row: Mapping[str, Any]
     where: Any = None
     force_drain: bool = False
+    model: Mapping[str, Any] | None = None
 
 
 class EntryDecoder(Protocol):

@@ -178,7 +178,12 @@ class EulerKvDecoder:
         if tag == "Update":
             row, where = _update(contents, mappings)
             return Operation(
-                table=table, kind="update", row=row, where=where, force_drain=force_drain
+                table=table,
+                kind="update",
+                row=row,
+                where=where,
+                force_drain=force_drain,
+                model=_updated_model(envelope, mappings),
             )
         where = _where_clause(contents, mappings, "Delete")
         return Operation(table=table, kind="delete", row={}, where=where, force_drain=force_drain)
@@ -259,6 +264,16 @@ def _column(field: str, mappings: dict[str, str], where: str) -> str:
     if not column:
         raise EntryParseError(f"{where}: field {field!r} names no column")
     return column
+
+
+def _updated_model(envelope: dict[str, Any], mappings: dict[str, str]) -> dict[str, Any] | None:
+    """`updatedModel` (plain JSON) with its keys mapped like columns; None when absent."""
+    model = envelope.get("updatedModel")
+    if model is None:
+        return None
+    if not isinstance(model, dict):
+        raise EntryParseError(f"updatedModel is {json_type_name(model)}, expected an object")
+    return {mappings.get(field) or quiet_snake(field): value for field, value in model.items()}
 
 
 def _create_row(contents: Any, mappings: dict[str, str]) -> dict[str, Any]:

@@ -180,6 +180,7 @@ def test_kafka_for_updates_deletes_and_kafka_only_tables(
                 "_sdc_operation": "update",
                 "_sdc_where": eq("id", 2),
                 "_sdc_force_drain": True,
+                "_sdc_model": {"id": 2, "name": "forced", "n": 2},
             },
         ),
         change("delete", eq("id", 1)),  # deletes always reach PostgreSQL
@@ -199,7 +200,8 @@ def test_kafka_for_updates_deletes_and_kafka_only_tables(
         for m in messages
         if dict(m.headers() or [])["operation"] == b"update"
     ]
-    assert {"name": "kafka only"} in updates
+    assert {"name": "kafka only"} in updates  # no model sent: the columns it sets
+    assert {"id": 2, "name": "forced", "n": 2} in updates  # the full updated row
     # With the setting, a delete publishes an event.
     run_target(
         {**cfg, "kafka_publish_deletes": True},

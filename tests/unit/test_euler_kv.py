@@ -78,6 +78,7 @@ SPEC_UPDATE_OP = Operation(
         ]
     },
     force_drain=False,
+    model={"id": BOOKING_ID, "is_booking_updated": True},  # updatedModel, keys mapped
 )
 
 SPEC_DELETE_OP = Operation(
@@ -815,3 +816,10 @@ def test_decoder_rejects_a_non_positive_limit() -> None:
 def test_plain_json_is_not_mistaken_for_zstd() -> None:
     # Only the exact magic switches to zstd; JSON starts with "{".
     assert decode(b" " + SPEC_DELETE) == SPEC_DELETE_OP
+
+
+def test_updated_model_must_be_an_object():
+    envelope = orjson.loads(SPEC_UPDATE)
+    envelope["updatedModel"] = [1]
+    with pytest.raises(EntryParseError, match="updatedModel"):
+        EulerKvDecoder().decode_command(orjson.dumps(envelope))
