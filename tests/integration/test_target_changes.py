@@ -215,3 +215,28 @@ def test_kafka_for_updates_deletes_and_kafka_only_tables(
     ]
     assert deletes == [{"where": eq("id", 2)}]
     assert rows(pg_conn, pg_schema, "people") == []
+
+
+def test_db_only_table_updates_and_deletes_skip_kafka(
+    pg_url, pg_schema, pg_conn, kafka_bootstrap, unique
+):
+    cfg = config(
+        pg_url,
+        pg_schema,
+        kafka_enabled=True,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_template=f"{{table}}-{unique}",
+        kafka_publish_deletes=True,
+        db_only_tables=["people"],
+    )
+    lines = [
+        schema_msg("people", PROPS, ["id"]),
+        insert(1),
+        insert(2),
+        change("update", eq("id", 1), name="db only"),
+        change("delete", eq("id", 2)),
+    ]
+    run = run_target(cfg, lines)
+    assert rows(pg_conn, pg_schema, "people") == [(1, "db only", 1)]
+    assert run.count(DrainerMetric.KAFKA_MESSAGES_PUBLISHED) == 0
+    assert consume(kafka_bootstrap, f"people-{unique}", expected=1, timeout=4) == []
