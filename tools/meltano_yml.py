@@ -79,7 +79,6 @@ def render() -> str:
             }
         ]
     project = {
-        "version": 1,
         "default_environment": "dev",
         "project_id": "redis-stream-drainer",
         "send_anonymous_usage_stats": False,
