@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, Message
+from psycopg import sql
 
 from target_batched_postgres.target import TargetBatchedPostgres
 
@@ -157,3 +159,21 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) ->
     finally:
         consumer.close()
     return messages
+
+
+def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
+    """Target settings for one test's schema."""
+    return {"database_url": pg_url, "default_target_schema": schema, **extra}
+
+
+def rows(conn: psycopg.Connection, schema: str, table: str, order: str = "id") -> list[tuple]:
+    """The table's rows, or [] while the table does not exist yet."""
+    exists = conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, table)
+    ).fetchone()
+    if exists is None or exists[0] is None:
+        return []
+    query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(
+        sql.Identifier(schema, table), sql.Identifier(order)
+    )
+    return conn.execute(query).fetchall()

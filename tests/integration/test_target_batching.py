@@ -6,13 +6,14 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 from psycopg import sql
 
 from target_batched_postgres.metrics import DrainerMetric
 from tests.integration.target_helpers import (
+    config,
     metric_totals,
     record_msg,
+    rows,
     run_target,
     run_target_cli,
     schema_msg,
@@ -26,23 +27,6 @@ PROPS = {
     "name": {"type": ["string", "null"]},
     "city": {"type": ["string", "null"]},
 }
-
-
-def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
-    return {"database_url": pg_url, "default_target_schema": schema, **extra}
-
-
-def rows(conn: psycopg.Connection, schema: str, table: str, order: str = "id") -> list[tuple]:
-    """The table's rows, or [] while the table does not exist yet."""
-    exists = conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (schema, table)
-    ).fetchone()
-    if exists is None or exists[0] is None:
-        return []
-    query = sql.SQL("SELECT * FROM {} ORDER BY {}").format(
-        sql.Identifier(schema, table), sql.Identifier(order)
-    )
-    return conn.execute(query).fetchall()
 
 
 def alternating(n: int) -> list[str]:

@@ -9,8 +9,14 @@ import pytest
 from psycopg import sql
 
 from target_batched_postgres.metrics import DrainerMetric
-from tests.integration.target_helpers import consume, record_msg, run_target, schema_msg
-from tests.integration.test_target_batching import rows
+from tests.integration.target_helpers import (
+    config,
+    consume,
+    record_msg,
+    rows,
+    run_target,
+    schema_msg,
+)
 
 PROPS = {
     "id": {"type": "integer"},
@@ -20,10 +26,6 @@ PROPS = {
     "_sdc_where": {},
     "_sdc_force_drain": {"type": "boolean"},
 }
-
-
-def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
-    return {"database_url": pg_url, "default_target_schema": schema, **extra}
 
 
 def eq(column: str, value: Any) -> dict[str, Any]:

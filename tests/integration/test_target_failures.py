@@ -16,7 +16,9 @@ from psycopg import sql
 from target_batched_postgres.metrics import DrainerMetric
 from tests.integration.target_helpers import (
     TARGET_BIN,
+    config,
     record_msg,
+    rows,
     run_target,
     run_target_cli,
     schema_msg,
@@ -24,14 +26,9 @@ from tests.integration.target_helpers import (
     state_msg,
     write_config,
 )
-from tests.integration.test_target_batching import rows
 from tests.servers import free_port
 
 PROPS = {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}
-
-
-def config(pg_url: str, schema: str, **extra: object) -> dict[str, object]:
-    return {"database_url": pg_url, "default_target_schema": schema, **extra}
 
 
 def test_rerun_after_crash_duplicates_no_row(tmp_path: Path, pg_url, pg_schema, pg_conn):

@@ -13,13 +13,13 @@ from tests.integration.target_helpers import (
     consume,
     metric_totals,
     record_msg,
+    rows,
     run_target,
     run_target_cli,
     schema_msg,
     state_msg,
     write_config,
 )
-from tests.integration.test_target_batching import rows
 
 PROPS = {
     "id": {"type": "integer"},
