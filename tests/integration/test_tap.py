@@ -317,3 +317,25 @@ def test_catalog_deselection_skips_a_table_and_new_tables_pass(
     tables = {s["stream"] for s in run.schemas}
     assert tables == {t.name for t in kv_workload.TABLES} - {"booking"}
     assert len(run.records) == 8
+
+
+def test_password_in_url_works_and_is_never_logged(tmp_path, unique):
+    from tests.servers import start_redis
+
+    server = start_redis(extra_args=["--requirepass", "s3cret-pw"])
+    try:
+        host = server.url.removeprefix("redis://")
+        client = redis_lib.Redis.from_url(f"redis://:s3cret-pw@{host}")
+        key = f"auth-{unique}"
+        client.xadd(key, {"command": orjson.dumps(SPEC_CREATE)})
+        client.close()
+        ok = run_tap(tmp_path, config(f"redis://default:s3cret-pw@{host}", key))
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert len(ok.records) == 1
+        bad = run_tap(tmp_path, config(f"redis://default:wrong-pw@{host}", key))
+        assert bad.returncode != 0
+        assert "WRONGPASS" in bad.stderr or "invalid username-password" in bad.stderr
+        assert "s3cret-pw" not in ok.stderr + bad.stderr
+        assert "wrong-pw" not in bad.stderr
+    finally:
+        server.stop()
