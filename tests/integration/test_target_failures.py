@@ -165,10 +165,11 @@ def test_bad_env_switch_is_named(tmp_path, pg_url, pg_schema):
 
 
 def test_unreachable_postgres_is_named(tmp_path, pg_schema):
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    url = f"postgresql://postgres:pg-s3cret@127.0.0.1:{free_port()}/postgres"
     result = run_without_input(tmp_path, config(url, pg_schema))
     assert result.returncode != 0
     assert "database_url" in result.stderr
+    assert "pg-s3cret" not in result.stderr
 
 
 def test_unreachable_kafka_is_named(tmp_path, pg_url, pg_schema):
