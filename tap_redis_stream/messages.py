@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 import re
+import secrets
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
@@ -26,9 +27,13 @@ _CONTROL_SCHEMA: dict[str, Any] = {
     control.MODEL: {"type": ["object", "null"]},
 }
 # Decimals are written as exact JSON numbers: orjson cannot, so they pass as
-# marked strings that are unquoted afterwards.
-_DECIMAL_MARK = "\x00decimal:"
-_DECIMAL_PATTERN = re.compile(rb'"\\u0000decimal:([^"]*)"')
+# marked strings that are unquoted afterwards. The mark carries a random
+# token per process: entry text can hold NUL bytes, and a fixed mark would let
+# a value such as "\x00decimal:true" turn into a bare JSON token (or a broken
+# line) on the way out.
+_DECIMAL_MARK = f"\x00decimal-{secrets.token_hex(8)}:"
+_DECIMAL_MARK_JSON = _DECIMAL_MARK.replace("\x00", "\\u0000").encode()
+_DECIMAL_PATTERN = re.compile(b'"' + re.escape(_DECIMAL_MARK_JSON) + rb'([^"]*)"')
 
 
 def _default(value: Any) -> Any:
@@ -39,7 +44,7 @@ def _default(value: Any) -> Any:
 
 def dumps(message: Mapping[str, Any]) -> bytes:
     data = orjson.dumps(message, default=_default)
-    if b"\\u0000decimal:" in data:
+    if _DECIMAL_MARK_JSON in data:
         data = _DECIMAL_PATTERN.sub(rb"\1", data)
     return data
 
