@@ -18,9 +18,11 @@ import redis as redis_lib
 from psycopg import sql
 
 from tests.servers import (
+    Cluster,
     Server,
     kafka_from_env_or_start,
     postgres_from_env_or_start,
+    redis_cluster_from_env_or_start,
     redis_from_env_or_start,
     start_kafka,
 )
@@ -90,6 +92,14 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return _SESSION.kafka.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster (or TEST_REDIS_CLUSTER_URL), started on first use."""
+    cluster = redis_cluster_from_env_or_start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

