@@ -11,6 +11,7 @@ from typing import Any
 from tap_redis_stream.client import StreamClient, owns
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
 from tap_redis_stream.entry_id import ZERO, EntryId
+from tap_redis_stream.faults import fault_point
 from tap_redis_stream.messages import MessageWriter
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class Reader:
                         active.pop(key, None)
                         break
             self.writer.state(self.state())
+            fault_point("between_reads")
 
     def follow(self, cursors: dict[str, EntryId]) -> None:
         """Block for new entries until asked to stop; STATE after each batch and when idle."""
@@ -140,6 +142,7 @@ class Reader:
                     self.process(key, entry_id, fields)
                     cursors[key] = entry_id
             self.writer.state(self.state())  # after a batch, or as the idle heartbeat
+            fault_point("between_reads")
 
     def limit_reached(self) -> bool:
         return self.s.record_limit is not None and self.entries_seen >= self.s.record_limit

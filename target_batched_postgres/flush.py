@@ -11,6 +11,7 @@ from typing import Any
 from target_batched_postgres import control
 from target_batched_postgres.batcher import TableBatcher
 from target_batched_postgres.dead_letter import describe_source
+from target_batched_postgres.faults import fault_point
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
@@ -131,7 +132,9 @@ class Flusher:
     def publish_to_kafka(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
         if self.kafka is None:
             raise RuntimeError("Kafka is switched off")
+        fault_point("before_kafka")
         self.kafka.publish([build_kafka_message(route, r) for r in records])
+        fault_point("after_kafka_ack")
 
     def write_to_postgres(
         self, route: TableRoute, keys: Sequence[str], records: Sequence[dict[str, Any]]
