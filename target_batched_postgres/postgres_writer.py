@@ -27,7 +27,7 @@ from target_batched_postgres.errors import (
 )
 from target_batched_postgres.identifiers import fit_identifier
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.pgtypes import ColumnType, type_for_schema, type_for_value
+from target_batched_postgres.pgtypes import ColumnType, Kind, type_for_schema, type_for_value
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sql import (
@@ -40,12 +40,13 @@ from target_batched_postgres.sql import (
     build_insert,
     build_insert_dead_letter,
 )
-from target_batched_postgres.values import ENCODERS
+from target_batched_postgres.values import ENCODERS, to_json_bytes
 from target_batched_postgres.where import WhereBuilder, build_delete, build_update
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
+MAX_CACHED_PLANS = 4096
 # SQLSTATE classes: the row's data is at fault -> fall back / dead-letter it.
 _RECORD_CLASSES = ("22", "23", "21")
 _RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001", "42703", "42883"}
@@ -115,6 +116,7 @@ class PostgresWriter:
         self._metrics = metrics
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, dict[str, ColumnType]] = {}
+        self._plans: dict[tuple[Any, ...], tuple[sql.Composed, RowEncoder]] = {}
         self._prepared = False
 
     # -- connection -------------------------------------------------------------
@@ -249,38 +251,59 @@ class PostgresWriter:
     ) -> WriteResult:
         columns = {key: column_name(key) for key in keys}
         types = self._ensure_columns(spec, columns, records)
-        names = [columns[k] for k in keys]
+        names = tuple(columns[k] for k in keys)
+        statement, encode = self._insert_plan(spec, tuple(keys), names, types)
         pk = [column_name(k) for k in spec.key_properties]
-        statement = build_insert(
-            self.schema,
-            spec.name,
-            names,
-            [types[n] for n in names],
-            on_conflict=self._on_conflict,
-            key_columns=pk,
-        )
         rows = _dedupe_by_key(records, spec.key_properties) if self._upserting(pk) else records
-        encoders = [ENCODERS[types[n].kind] for n in names]
-        with self._transaction():
-            try:
+        try:
+            # One statement in autocommit: atomic on its own, one round trip.
+            self._insert(statement, encode, rows)
+            return WriteResult(len(records), 0, fallback_used=False)
+        except RecordRejected as batch_error:
+            if len(rows) == 1:
                 with self._transaction():
-                    self._insert(statement, keys, encoders, rows)
-                return WriteResult(len(records), 0, fallback_used=False)
-            except RecordRejected as batch_error:
-                if len(rows) == 1:
                     self._dead_letter_all(
                         [DeadLetter(spec.name, rows[0], str(batch_error), batch_error.sqlstate)]
                     )
-                    return WriteResult(0, 1, fallback_used=False)
-                logger.warning(
-                    "Batch of %d rows for %r failed (%s); writing row by row.",
-                    len(rows),
-                    spec.name,
-                    batch_error,
-                )
-            failed = self._fallback(statement, keys, encoders, spec.name, rows)
+                return WriteResult(0, 1, fallback_used=False)
+            logger.warning(
+                "Batch of %d rows for %r failed (%s); writing row by row.",
+                len(rows),
+                spec.name,
+                batch_error,
+            )
+        # The rows that pass and the dead letters of those that fail commit together.
+        with self._transaction():
+            failed = self._fallback(statement, encode, spec.name, rows)
             self._dead_letter_all(failed)
         return WriteResult(len(rows) - len(failed), len(failed), fallback_used=True)
+
+    def _insert_plan(
+        self,
+        spec: TableSpec,
+        keys: tuple[str, ...],
+        names: tuple[str, ...],
+        types: Mapping[str, ColumnType],
+    ) -> tuple[sql.Composed, RowEncoder]:
+        """The signature's INSERT and row encoder, built once per column types."""
+        column_types = tuple(types[n] for n in names)
+        cache_key = (spec.name, keys, column_types)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            pk = [column_name(k) for k in spec.key_properties]
+            statement = build_insert(
+                self.schema,
+                spec.name,
+                names,
+                column_types,
+                on_conflict=self._on_conflict,
+                key_columns=pk,
+            )
+            plan = (statement, RowEncoder(keys, names, column_types))
+            if len(self._plans) >= MAX_CACHED_PLANS:
+                self._plans.clear()
+            self._plans[cache_key] = plan
+        return plan
 
     def apply_change(self, spec: TableSpec, record: Mapping[str, Any]) -> ChangeResult:
         """Apply one update or delete (`_sdc_operation`, `_sdc_where`) in its own transaction.
@@ -299,8 +322,7 @@ class PostgresWriter:
         types = self._ensure_columns(spec, columns, [record])
         try:
             statement, params = self._change_statement(spec, record, keys, types)
-            with self._transaction():
-                rows = self._execute(statement, params)
+            rows = self._execute(statement, params)  # one statement: atomic in autocommit
         except RecordRejected as exc:
             letter = DeadLetter(spec.name, record, str(exc), exc.sqlstate)
             with self._transaction():
@@ -332,27 +354,15 @@ class PostgresWriter:
         return self._on_conflict is OnConflict.UPSERT and bool(pk)
 
     def _insert(
-        self,
-        statement: sql.Composed,
-        keys: Sequence[str],
-        encoders: Sequence[Any],
-        rows: Sequence[Mapping[str, Any]],
+        self, statement: sql.Composed, encode: RowEncoder, rows: Sequence[Mapping[str, Any]]
     ) -> None:
-        if keys:
-            params: list[Any] = [
-                [encode(row.get(key)) for row in rows]
-                for key, encode in zip(keys, encoders, strict=True)
-            ]
-        else:
-            params = [len(rows)]
-        self._execute(statement, params)
+        self._execute(statement, [encode(rows)])
         self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
 
     def _fallback(
         self,
         statement: sql.Composed,
-        keys: Sequence[str],
-        encoders: Sequence[Any],
+        encode: RowEncoder,
         table: str,
         rows: Sequence[Mapping[str, Any]],
     ) -> list[DeadLetter]:
@@ -361,7 +371,7 @@ class PostgresWriter:
         for row in rows:
             try:
                 with self._transaction():
-                    self._insert(statement, keys, encoders, [row])
+                    self._insert(statement, encode, [row])
             except RecordRejected as exc:
                 failed.append(DeadLetter(table, row, str(exc), exc.sqlstate))
         return failed
@@ -384,6 +394,43 @@ class PostgresWriter:
                 letter.error,
             )
             self._execute(statement, letter.params())
+
+
+class RowEncoder:
+    """The batch parameter of `build_insert`: a JSON array of rows keyed by column.
+
+    Records whose keys are their column names and that have no array column
+    are encoded as they are (one C call for the whole batch; other keys are
+    ignored by `json_to_recordset`). Otherwise each row is rebuilt with
+    column-name keys and array values rendered as array literals, which a
+    JSON array is not.
+    """
+
+    def __init__(
+        self, keys: Sequence[str], names: Sequence[str], types: Sequence[ColumnType]
+    ) -> None:
+        self._keys = list(keys)
+        self._plan = [
+            (key, name, ENCODERS[Kind.ARRAY] if ct.kind is Kind.ARRAY else None)
+            for key, name, ct in zip(keys, names, types, strict=True)
+        ]
+        self._as_is = all(key == name and enc is None for key, name, enc in self._plan)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> Any:
+        if not self._keys:
+            return len(rows)
+        if self._as_is:
+            return to_json_bytes(rows).decode()
+        plan = self._plan
+        return to_json_bytes(
+            [
+                {
+                    name: enc(row.get(key)) if enc is not None else row.get(key)
+                    for key, name, enc in plan
+                }
+                for row in rows
+            ]
+        ).decode()
 
 
 def column_name(key: str) -> str:

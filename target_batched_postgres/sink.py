@@ -32,9 +32,14 @@ class BatchedPostgresSink(Sink):
         schema: dict,
         key_properties: Sequence[str] | None,
     ) -> None:
+        self._drainer = target  # before the SDK's __init__, which asks validate_schema
         super().__init__(target, stream_name, schema, key_properties)
-        self._drainer = target
         self.route = target.route_for(stream_name, self.schema, list(key_properties or []))
+
+    @property
+    def validate_schema(self) -> bool:
+        # Off unless asked for: see the `validate_records` setting.
+        return self._drainer.validate_records
 
     @property
     def is_full(self) -> bool:

@@ -2,9 +2,9 @@
 
 Identifiers are always quoted through `psycopg.sql.Identifier`; values are
 always bound parameters. A batch insert is one statement whatever its size:
-one text array per column, unnested and cast by PostgreSQL into each column's
-own type, so the statement text (and its prepared plan) depends only on the
-column signature, never on the number of rows.
+one JSON array of rows, read by `json_to_recordset` and cast by PostgreSQL
+into each column's own type, so the statement text (and its prepared plan)
+depends only on the column signature, never on the number of rows.
 """
 
 from __future__ import annotations
@@ -98,13 +98,14 @@ def build_insert(
     on_conflict: OnConflict = OnConflict.DO_NOTHING,
     key_columns: Sequence[str] = (),
 ) -> sql.Composed:
-    """One INSERT for any number of rows: one `text[]` parameter per column.
+    """One INSERT for any number of rows: one JSON array of row objects.
 
-    `INSERT INTO t (a, b) SELECT CAST(u.c0 AS type_a), CAST(u.c1 AS type_b)
-    FROM unnest($1::text[], $2::text[]) AS u(c0, c1) ON CONFLICT DO NOTHING`.
-    Text arrays keep array columns intact (unnest would flatten a 2-D array)
-    and let PostgreSQL cast each value as it cast the drainer's literals. With
-    no columns at all, the first parameter is the row count.
+    `INSERT INTO t (a, b) SELECT CAST(x.a AS type_a), CAST(x.b AS type_b)
+    FROM json_to_recordset($1::json) AS x(a text, b text) ON CONFLICT DO NOTHING`.
+    Each row object is keyed by column name. Every value arrives as text (a
+    string's content, a number's digits, an object's JSON) and PostgreSQL casts
+    it into the column's own type, as it cast the drainer's literals. With no
+    columns at all, the parameter is the row count.
     """
     target = qualified(schema, table)
     conflict = _conflict_clause(on_conflict, columns, key_columns)
@@ -112,17 +113,17 @@ def build_insert(
         return sql.SQL("INSERT INTO {} SELECT FROM generate_series(1, %s){}").format(
             target, conflict
         )
-    aliases = [sql.Identifier(f"c{i}") for i in range(len(columns))]
+    names = [sql.Identifier(c) for c in columns]
     casts = [
-        sql.SQL("CAST(u.{} AS {})").format(alias, _type(ct))
-        for alias, ct in zip(aliases, types, strict=True)
+        sql.SQL("CAST(x.{} AS {})").format(name, _type(ct))
+        for name, ct in zip(names, types, strict=True)
     ]
-    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({}){}").format(
+    statement = "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(%s::json) AS x({}){}"
+    return sql.SQL(statement).format(
         target,
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(names),
         sql.SQL(", ").join(casts),
-        sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in columns),
-        sql.SQL(", ").join(aliases),
+        sql.SQL(", ").join(sql.SQL("{} text").format(name) for name in names),
         conflict,
     )
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.mapper import SameRecordTransform
 
 from target_batched_postgres import control
 from target_batched_postgres.batcher import Bucket, TableBatcher
@@ -20,6 +22,7 @@ from target_batched_postgres.identifiers import table_name_for_stream, topic_nam
 from target_batched_postgres.kafka_writer import KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
+from target_batched_postgres.reader import FastSingerReader
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import CONFIG_SCHEMA, apply_env_switches
 from target_batched_postgres.signature import data_columns
@@ -28,6 +31,23 @@ from target_batched_postgres.sql import OnConflict
 
 # How often (in records) the age of open buckets is checked on the hot path.
 AGE_CHECK_EVERY_RECORDS = 256
+MAX_CACHED_SIGNATURES = 4096
+VALIDATE_RECORDS_DESCRIPTION = (
+    "Also validate each record against its SCHEMA with jsonschema (off by default). "
+    "PostgreSQL checks every value as it casts it into its column, and a record it "
+    "rejects goes to the dead-letter table with the reason; jsonschema validation "
+    "only adds log lines, and costs about half the throughput."
+)
+# SDK metadata columns dropped from records unless `add_record_metadata` is on.
+SDC_METADATA = (
+    "_sdc_extracted_at",
+    "_sdc_received_at",
+    "_sdc_batched_at",
+    "_sdc_deleted_at",
+    "_sdc_sequence",
+    "_sdc_table_version",
+    "_sdc_sync_started_at",
+)
 
 
 class TargetBatchedPostgres(Target):
@@ -36,6 +56,7 @@ class TargetBatchedPostgres(Target):
     name = "target-batched-postgres"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = BatchedPostgresSink
+    message_reader_class = FastSingerReader
 
     def __init__(
         self,
@@ -65,6 +86,11 @@ class TargetBatchedPostgres(Target):
         self._flusher: Flusher | None = None
         self._last_age_check = time.monotonic()
         self.max_parallelism = 1  # one connection, one producer: drain serially
+        # Sinks whose records may skip the SDK's per-record steps (see
+        # _process_record_message); dropped whenever a SCHEMA arrives.
+        self._direct_sinks: dict[str, BatchedPostgresSink | None] = {}
+        # Column signature by the record's key order (taps repeat one order).
+        self._signatures: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     # -- settings ---------------------------------------------------------------
 
@@ -77,6 +103,10 @@ class TargetBatchedPostgres(Target):
         super().append_builtin_config(config_jsonschema)
         for name in cls._UNSUPPORTED_BUILTINS:
             config_jsonschema["properties"].pop(name, None)
+        validate = config_jsonschema["properties"].get("validate_records")
+        if validate is not None:
+            validate["default"] = False
+            validate["description"] = VALIDATE_RECORDS_DESCRIPTION
 
     def _setting(self, name: str) -> Any:
         value = self.config.get(name)
@@ -85,10 +115,14 @@ class TargetBatchedPostgres(Target):
         return value
 
     @property
+    def validate_records(self) -> bool:
+        return bool(self.config.get("validate_records", False))
+
+    @property
     def batch_size(self) -> int:
         return int(self._setting("insert_batch_size"))
 
-    @property
+    @cached_property
     def batched(self) -> bool:
         return bool(self._setting("batched_create_enabled"))
 
@@ -155,6 +189,52 @@ class TargetBatchedPostgres(Target):
                     self._flusher.kafka.close()
                 self._flusher.postgres.close()
 
+    # -- the record hot path ----------------------------------------------------
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        self._direct_sinks.pop(str(message_dict.get("stream")), None)
+        super()._process_schema_message(message_dict)
+
+    def _direct_sink(self, stream: str) -> BatchedPostgresSink | None:
+        """The stream's sink when a record needs none of the SDK's per-record steps.
+
+        That is: no stream map or flattening (the map is the identity), no
+        jsonschema validation and no SDK metadata columns. Then the SDK would
+        only copy the record and parse its timestamps, which PostgreSQL does
+        anyway as it casts them.
+        """
+        if stream in self._direct_sinks:
+            return self._direct_sinks[stream]
+        sink: BatchedPostgresSink | None = None
+        maps = self.mapper.stream_maps.get(stream) or []
+        if (
+            len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+            and maps[0].stream_alias == stream
+            and not self.validate_records
+            and not self.config.get("add_record_metadata")
+        ):
+            found = self.get_sink(stream)
+            sink = found if isinstance(found, BatchedPostgresSink) else None
+        self._direct_sinks[stream] = sink
+        return sink
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        stream = message_dict.get("stream")
+        record = message_dict.get("record")
+        sink = self._direct_sink(stream) if isinstance(stream, str) else None
+        if sink is None or not isinstance(record, dict):
+            super()._process_record_message(message_dict)
+            return
+        for name in SDC_METADATA:
+            if name in record:
+                del record[name]
+        sink._singer_validate_message(record)
+        sink.tally_record_read()
+        self.accept(sink.route, record)
+        sink.record_counter_metric.increment()
+
     # -- routing ----------------------------------------------------------------
 
     def route_for(
@@ -199,7 +279,13 @@ class TargetBatchedPostgres(Target):
             )
             self._after_flush()
             return
-        columns = data_columns(record)
+        key_order = tuple(record)
+        columns = self._signatures.get(key_order)
+        if columns is None:
+            columns = data_columns(key_order)
+            if len(self._signatures) >= MAX_CACHED_SIGNATURES:
+                self._signatures.clear()
+            self._signatures[key_order] = columns
         if record.get(control.FORCE_DRAIN) is True or not self.batched:
             forced = record.get(control.FORCE_DRAIN) is True
             self.flusher.flush(route, columns, [record], force_drain=forced)

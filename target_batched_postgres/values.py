@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import orjson
+import msgspec
 
 from target_batched_postgres.pgtypes import Kind
 
@@ -21,16 +21,19 @@ Encoder = Callable[[Any], str | None]
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# Decimals (every non-integer number the target reads) are written as exact
+# JSON numbers, datetimes in RFC 3339 form.
+_ENCODER = msgspec.json.Encoder(enc_hook=_json_default, decimal_format="number")
+
+
 def to_json_bytes(value: Any) -> bytes:
-    """JSON for Kafka values and jsonb: datetimes in ISO form, Decimals as numbers."""
-    return orjson.dumps(value, default=_json_default)
+    """JSON for Kafka values, jsonb and batches: exact Decimals, ISO datetimes."""
+    return _ENCODER.encode(value)
 
 
 def _scalar(value: Any) -> str | None:

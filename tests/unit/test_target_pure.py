@@ -96,14 +96,15 @@ def test_insert_builder_is_one_statement_with_quoted_identifiers():
         key_columns=["a"],
     )
     assert statement.as_string(None) == (
-        'INSERT INTO "s"."we""ird" ("a", "select") SELECT CAST(u."c0" AS "pg_catalog"."int8"), '
-        'CAST(u."c1" AS "pg_catalog"."jsonb") FROM unnest(%s::text[], %s::text[]) AS u("c0", "c1")'
+        'INSERT INTO "s"."we""ird" ("a", "select") SELECT CAST(x."a" AS "pg_catalog"."int8"), '
+        'CAST(x."select" AS "pg_catalog"."jsonb") FROM json_to_recordset(%s::json)'
+        ' AS x("a" text, "select" text)'
         ' ON CONFLICT ("a") DO UPDATE SET "select" = EXCLUDED."select"'
     )
     assert (
         build_insert("s", "t", ["a"], [TEXT], on_conflict=OnConflict.ERROR)
         .as_string(None)
-        .endswith('AS u("c0")')
+        .endswith('AS x("a" text)')
     )
     only_key = build_insert(
         "s", "t", ["a"], [TEXT], on_conflict=OnConflict.UPSERT, key_columns=["a"]
