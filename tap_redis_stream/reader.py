@@ -1,4 +1,11 @@
-"""The sync loop: read every owned key in entry-ID order, emit records, checkpoint each batch."""
+"""The sync loop: read every owned key in entry-ID order, emit records, checkpoint each batch.
+
+Every Redis call goes through `Reconnect`, so a Redis restart mid-run is
+ridden out with backoff; with shard locks on, a round reads only the keys
+whose lock this worker holds. The STATE holds bookmarks of the keys this
+worker owns only, so the states of N workers never overlap and can be merged
+when the worker count changes (README, "Scaling out").
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,24 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from tap_redis_stream.client import StreamClient, owns
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
 from tap_redis_stream.entry_id import ZERO, EntryId
-from tap_redis_stream.faults import fault_point
+from tap_redis_stream.lag import LagTracker
+from tap_redis_stream.locks import ShardLocks
 from tap_redis_stream.messages import MessageWriter
+from tap_redis_stream.metrics_server import LAG_REFRESH_SECONDS, TapMetrics
+from tap_redis_stream.reconnect import Reconnect, StopWhileUnavailable
 
 logger = logging.getLogger(__name__)
 STATE_KEY = "stream_ids"  # state value: {"stream_ids": {"<stream key>": "<ms>-<seq>"}}
 RESOLVE_EVERY_SECONDS = 30.0
+DEFAULT_RECONNECT_TIMEOUT_SECONDS = 300.0
+T = TypeVar("T")
+Entries = list[tuple[EntryId, dict[bytes, bytes]]]
 
 
 class ParseFailure(SystemExit):
@@ -55,6 +69,10 @@ class Reader:
         *,
         bookmarks: dict[str, EntryId],
         stop_requested: Callable[[], bool],
+        locks: ShardLocks | None = None,
+        metrics: TapMetrics | None = None,
+        lag: LagTracker | None = None,
+        reconnect_timeout_seconds: float = DEFAULT_RECONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.s = settings
         self.client = client
@@ -62,32 +80,85 @@ class Reader:
         self.writer = writer
         self.bookmarks = dict(bookmarks)
         self.stop_requested = stop_requested
+        self.locks = locks
+        self.metrics = metrics or TapMetrics(heartbeat_seconds=settings.heartbeat_seconds)
+        self.lag = lag
+        self.reconnect = Reconnect(
+            client.display_url,
+            reconnect_timeout_seconds,
+            on_wait=self._waiting_for_redis,
+            on_recovered=self.metrics.reconnected,
+            stop_requested=stop_requested,
+        )
         self.entries_seen = 0
+        self._state_at = 0.0
+        self._lag_at = float("-inf")
+        foreign = sorted(k for k in self.bookmarks if not self.mine(k))
+        if foreign:
+            logger.info(
+                "The input state has bookmarks of %d key(s) that other workers own "
+                "(shard_index %d of shard_count %d); this worker's STATE leaves them out: %s",
+                len(foreign),
+                settings.shard_index,
+                settings.shard_count,
+                ", ".join(foreign[:10]),
+            )
+
+    def mine(self, key: str) -> bool:
+        return owns(key, self.s.shard_index, self.s.shard_count)
 
     def state(self) -> dict[str, Any]:
-        return {STATE_KEY: {key: str(eid) for key, eid in sorted(self.bookmarks.items())}}
+        """Bookmarks of the keys this worker owns (never another worker's)."""
+        mine = {key: str(eid) for key, eid in sorted(self.bookmarks.items()) if self.mine(key)}
+        return {STATE_KEY: mine}
+
+    def emit_state(self) -> None:
+        self.writer.state(self.state())
+        self.metrics.state_messages.inc()
+        self._state_at = time.monotonic()
+
+    def redis(self, what: str, fn: Callable[[], T]) -> T:
+        return self.reconnect.call(what, fn)
+
+    def _waiting_for_redis(self, attempt: int) -> None:
+        self.metrics.reconnecting(attempt)
+        if time.monotonic() - self._state_at >= self.s.heartbeat_seconds:
+            self.emit_state()  # the target keeps flushing by age while Redis is away
 
     def owned_keys(self) -> list[str]:
         keys = self.client.resolve(self.s.stream_keys)
-        return [k for k in keys if owns(k, self.s.shard_index, self.s.shard_count)]
+        return [k for k in keys if self.mine(k)]
 
     def run(self) -> None:
-        keys = self.owned_keys()
-        logger.info("Reading %d stream key(s): %s", len(keys), ", ".join(keys[:20]))
-        if self.s.trim_acknowledged:
-            self.trim(keys)
-        cursors = {key: self.start_cursor(key) for key in keys}
-        self.writer.state(self.state())
-        if self.s.follow:
-            self.follow(cursors)
-        else:
-            self.bounded(cursors)
+        self.metrics.started()
+        try:
+            keys = self.redis("list the stream keys", self.owned_keys)
+            logger.info("Reading %d stream key(s): %s", len(keys), ", ".join(keys[:20]))
+            self.metrics.keys(keys)
+            if self.s.trim_acknowledged:
+                self.trim(keys)
+            cursors = {key: self.start_cursor(key) for key in keys}
+            self.emit_state()
+            if self.s.follow:
+                self.follow(cursors)
+            else:
+                self.bounded(cursors)
+            self.refresh_lag(list(cursors), force=True)
+        except StopWhileUnavailable:
+            logger.warning(
+                "Stopped while Redis at %s was unavailable: the final STATE covers what was read",
+                self.client.display_url,
+            )
+        finally:
+            if self.locks is not None:
+                self.locks.release_all()
+            self.metrics.stopped()
 
     def start_cursor(self, key: str) -> EntryId:
         if key in self.bookmarks:
             return self.bookmarks[key]
         if self.s.start_from == "latest":
-            self.bookmarks[key] = self.client.last_id(key) or ZERO
+            self.bookmarks[key] = self._last_id(key) or ZERO
             return self.bookmarks[key]
         return ZERO
 
@@ -96,53 +167,116 @@ class Reader:
         for key in keys:
             bookmark = self.bookmarks.get(key)
             if bookmark is not None and bookmark != ZERO:
-                removed = self.client.trim_through(key, bookmark)
+                removed = self.redis(f"trim {key!r}", self._trimmer(key, bookmark))
                 logger.info("Trimmed %d entries of %r at or below %s", removed, key, bookmark)
+
+    def _trimmer(self, key: str, bookmark: EntryId) -> Callable[[], int]:
+        return lambda: self.client.trim_through(key, bookmark)
+
+    def _last_id(self, key: str) -> EntryId | None:
+        return self.redis(f"find the last entry of {key!r}", lambda: self.client.last_id(key))
+
+    def readable(self, cursors: dict[str, EntryId]) -> dict[str, EntryId]:
+        """The cursors of the keys this worker may read this round (shard locks)."""
+        locks = self.locks
+        if locks is None:
+            return cursors
+        held = set(self.redis("take the shard locks", lambda: locks.hold(list(cursors))))
+        return {key: cursor for key, cursor in cursors.items() if key in held}
+
+    def read(self, cursors: dict[str, EntryId], block_ms: int | None = None) -> list[Any]:
+        started = time.monotonic()
+        batch = self.redis(
+            "read entries", lambda: self.client.read(cursors, self.s.read_count, block_ms)
+        )
+        self.metrics.read(sum(len(entries) for _, entries in batch), time.monotonic() - started)
+        return batch
 
     def bounded(self, cursors: dict[str, EntryId]) -> None:
         """Read each key up to the last entry it had at start, then return."""
-        ends = {key: self.client.last_id(key) for key in cursors}
-        active = {k: c for k, c in cursors.items() if ends[k] is not None and c < ends[k]}  # type: ignore[operator]
+        ends = {key: self._last_id(key) for key in cursors}
+        active = {k: c for k, c in cursors.items() if (end := ends[k]) is not None and c < end}
         while active and not self.stop_requested() and not self.limit_reached():
-            batch = self.client.read(active, self.s.read_count)
-            if not batch:
+            self.metrics.tick()
+            ready = self.readable(active)
+            if not ready:
+                logger.warning(
+                    "Leaving %d stream key(s) for the next run, their locks held elsewhere: %s",
+                    len(active),
+                    ", ".join(sorted(active)[:20]),
+                )
                 break
+            batch = self.read(ready)
+            returned = set()
             for key, entries in batch:
-                end = ends[key]
-                for entry_id, fields in entries:
-                    if end is None or entry_id > end or self.limit_reached():
-                        active.pop(key, None)
-                        break
-                    self.process(key, entry_id, fields)
-                    active[key] = entry_id
-                    if entry_id >= end:
-                        active.pop(key, None)
-                        break
-            self.writer.state(self.state())
-            fault_point("between_reads")
+                returned.add(key)
+                if self.take(key, entries, active, ends[key]):
+                    active.pop(key, None)
+            for key in ready.keys() - returned:
+                active.pop(key, None)  # nothing after its cursor any more
+            self.emit_state()
+            self.refresh_lag(list(cursors))
+
+    def take(
+        self, key: str, entries: Entries, cursors: dict[str, EntryId], end: EntryId | None = None
+    ) -> bool:
+        """Process one key's entries in order, up to `end`; True when the key is done."""
+        records_before = self.writer.records_written
+        taken = 0
+        done = False
+        for entry_id, fields in entries:
+            if (end is not None and entry_id > end) or self.limit_reached():
+                done = True
+                break
+            self.process(key, entry_id, fields)
+            taken += 1
+            cursors[key] = entry_id
+            if end is not None and entry_id >= end:
+                done = True
+                break
+        self.metrics.key_done(key, taken, self.writer.records_written - records_before)
+        if self.lag is not None:
+            self.lag.advanced(key, taken)
+        return done
 
     def follow(self, cursors: dict[str, EntryId]) -> None:
         """Block for new entries until asked to stop; STATE after each batch and when idle."""
         block_ms = max(int(self.s.heartbeat_seconds * 1000), 1)
         resolved_at = time.monotonic()
         while not self.stop_requested() and not self.limit_reached():
+            self.metrics.tick()
             if time.monotonic() - resolved_at >= RESOLVE_EVERY_SECONDS:
-                for key in self.owned_keys():
+                keys = self.redis("list the stream keys", self.owned_keys)
+                for key in keys:
                     cursors.setdefault(key, self.start_cursor(key))
+                self.metrics.keys(cursors)
                 resolved_at = time.monotonic()
-            if not cursors:
+            ready = self.readable(cursors)
+            if not ready:
                 time.sleep(min(self.s.heartbeat_seconds, 1.0))
-                self.writer.state(self.state())
+            else:
+                for key, entries in self.read(ready, block_ms=block_ms):
+                    self.take(key, entries, cursors)
+            self.emit_state()  # after a batch, or as the idle heartbeat
+            self.refresh_lag(list(cursors))
+
+    def refresh_lag(self, keys: list[str], *, force: bool = False) -> None:
+        """Lag gauges per key (only with the metrics endpoint on): see lag.py."""
+        tracker = self.lag
+        now = time.monotonic()
+        if tracker is None or (not force and now - self._lag_at < LAG_REFRESH_SECONDS):
+            return
+        self._lag_at = now
+        infos = self.redis("read XINFO STREAM", lambda: self.client.stream_info(keys))
+        for key in keys:
+            info = infos.get(key)
+            if info is None:
+                self.metrics.set_lag(key, 0, 0.0)
                 continue
-            batch = self.client.read(cursors, self.s.read_count, block_ms=block_ms)
-            for key, entries in batch:
-                for entry_id, fields in entries:
-                    if self.limit_reached():
-                        break
-                    self.process(key, entry_id, fields)
-                    cursors[key] = entry_id
-            self.writer.state(self.state())  # after a batch, or as the idle heartbeat
-            fault_point("between_reads")
+            bookmark = self.bookmarks.get(key, ZERO)
+            count = partial(tracker.lag, key, bookmark, info)
+            lag = self.redis(f"count the entries of {key!r}", count)
+            self.metrics.set_lag(key, lag.entries, lag.seconds)
 
     def limit_reached(self) -> bool:
         return self.s.record_limit is not None and self.entries_seen >= self.s.record_limit
@@ -154,9 +288,14 @@ class Reader:
             reason = f"stream {key!r}, entry {entry_id}: {exc}"
             if self.s.on_parse_error != "dead_letter":
                 # Everything before this entry is out; its bookmark stays before it.
-                self.writer.state(self.state())
+                self.emit_state()
                 raise ParseFailure(f"tap-redis-stream: cannot decode {reason}") from exc
-            self.client.dead_letter(self.s.failed_stream, key, entry_id, str(exc), fields)
+            error = str(exc)
+            self.redis(
+                f"move entry {entry_id} of {key!r} to {self.s.failed_stream!r}",
+                lambda: self.client.dead_letter(self.s.failed_stream, key, entry_id, error, fields),
+            )
+            self.metrics.dead_letter(key)
             logger.warning("Moved to %r: %s", self.s.failed_stream, reason)
         else:
             self.writer.record(operation, key, str(entry_id))

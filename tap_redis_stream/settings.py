@@ -103,7 +103,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         "shard_count",
         th.IntegerType(minimum=1),
         default=1,
-        description="Workers sharing the matched keys; each key goes to one (stable hash).",
+        description=(
+            "Workers sharing the matched keys; each key goes to one (CRC32 of the key modulo "
+            "the count). A worker's STATE holds its own keys only."
+        ),
     ),
     th.Property(
         "follow",
@@ -128,6 +131,60 @@ CONFIG_SCHEMA = th.PropertiesList(
             "At start, delete entries at or below the incoming state's bookmarks (durable: the "
             "target emits state only after committing). Never one entry beyond."
         ),
+    ),
+    th.Property(
+        "redis_mode",
+        th.StringType,
+        default="auto",
+        allowed_values=["auto", "standalone", "cluster"],
+        description=(
+            "`auto`: ask the server (`INFO cluster`) and use the Redis Cluster client when "
+            "`cluster_enabled:1`; `standalone` or `cluster` to say so. In a cluster `redis_url` "
+            "names any node; SCAN runs on every primary and each key is read on its own."
+        ),
+    ),
+    th.Property(
+        "redis_reconnect_timeout_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=300,
+        description=(
+            "Mid-run, a Redis call that fails to connect is retried with backoff (0.1 s doubling "
+            "to 5 s) for this long, then the tap exits non-zero naming the URL (never its "
+            "password). Connecting at start is not retried."
+        ),
+    ),
+    th.Property(
+        "shard_locks",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Take the old drainer's lock `SET <stream-key>_lock <token> NX PX` before reading a "
+            "key, refresh it while working, skip a key whose lock is held elsewhere this round, "
+            "release on exit: lets this tap and the drainer run side by side."
+        ),
+    ),
+    th.Property(
+        "shard_lock_ttl_ms",
+        th.IntegerType(minimum=1000),
+        default=120000,
+        description=(
+            "Expiry of a shard lock (the drainer's 120000); refreshed every third of it. In "
+            "follow mode it must be at least 3 x `heartbeat_seconds`."
+        ),
+    ),
+    th.Property(
+        "metrics_port",
+        th.IntegerType(minimum=0, maximum=65535),
+        description=(
+            "Serve Prometheus metrics on `/metrics` and a health check on `/healthz` (200 while "
+            "the reader loop is alive) on this port; 0 picks a free one (logged). Unset: off."
+        ),
+    ),
+    th.Property(
+        "metrics_host",
+        th.StringType,
+        default="127.0.0.1",
+        description="Address the metrics endpoint binds (`0.0.0.0` to expose it).",
     ),
     th.Property(
         "discovery_sample_size",

@@ -12,11 +12,14 @@ from singer_sdk.helpers.capabilities import (
     TapCapabilities,
 )
 
-from tap_redis_stream.client import StreamClient
+from tap_redis_stream.client import RedisRefused, RedisUnavailable, StreamClient
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
 from tap_redis_stream.entries.euler_kv import EulerKvDecoder
 from tap_redis_stream.entries.fields import FieldsDecoder, JsonDecoder
+from tap_redis_stream.lag import LagTracker
+from tap_redis_stream.locks import ShardLocks
 from tap_redis_stream.messages import MessageWriter, TableSchema
+from tap_redis_stream.metrics_server import MetricsServer, TapMetrics
 from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
 from tap_redis_stream.settings import CONFIG_SCHEMA
 
@@ -80,7 +83,11 @@ class TapRedisStream(Tap):
     def client(self) -> StreamClient:
         follow = bool(self._setting("follow"))
         block = float(self._setting("heartbeat_seconds")) if follow else 0.0
-        return StreamClient(self.config["redis_url"], block_timeout_seconds=block)
+        return StreamClient(
+            self.config["redis_url"],
+            mode=str(self._setting("redis_mode")),
+            block_timeout_seconds=block,
+        )
 
     def discover_streams(self) -> list[Stream]:
         """Sample each key's first entries to list tables and their columns."""
@@ -127,9 +134,18 @@ class TapRedisStream(Tap):
                 f"shard_index {settings.shard_index} must be below "
                 f"shard_count {settings.shard_count}"
             )
+        lock_ttl_ms = int(self._setting("shard_lock_ttl_ms"))
+        locking = bool(self._setting("shard_locks"))
+        if locking and settings.follow and lock_ttl_ms < 3000 * settings.heartbeat_seconds:
+            raise SystemExit(
+                f"shard_lock_ttl_ms {lock_ttl_ms} must be at least 3 x heartbeat_seconds "
+                f"({settings.heartbeat_seconds:g} s): a follow round may block that long"
+            )
         client = self.client()
+        metrics = TapMetrics(heartbeat_seconds=settings.heartbeat_seconds)
+        server = self.metrics_server(metrics)
         try:
-            client.ping()
+            self.connect(client)
             reader = Reader(
                 settings,
                 client,
@@ -139,6 +155,10 @@ class TapRedisStream(Tap):
                 ),
                 bookmarks=bookmarks_from_state(self._input_state),
                 stop_requested=lambda: self._stop,
+                locks=ShardLocks(client, lock_ttl_ms, metrics) if locking else None,
+                metrics=metrics,
+                lag=LagTracker(client.count_entries) if server is not None else None,
+                reconnect_timeout_seconds=float(self._setting("redis_reconnect_timeout_seconds")),
             )
             reader.run()
             reader.writer.state(reader.state())
@@ -149,6 +169,33 @@ class TapRedisStream(Tap):
             )
         finally:
             client.close()
+            if server is not None:
+                server.stop()
+
+    def connect(self, client: StreamClient) -> None:
+        """Connect once at start; a failure names the server (not its password) and exits."""
+        try:
+            client.connect()
+        except (RedisUnavailable, RedisRefused) as exc:
+            raise SystemExit(f"tap-redis-stream: cannot use redis_url: {exc}") from exc
+        self.logger.info(
+            "Connected to %s %s", "Redis Cluster" if client.cluster else "Redis", client.display_url
+        )
+
+    def metrics_server(self, metrics: TapMetrics) -> MetricsServer | None:
+        port = self.config.get("metrics_port")
+        if port is None:
+            return None
+        host = str(self._setting("metrics_host"))
+        try:
+            server = MetricsServer(metrics, host, int(port))
+        except OSError as exc:
+            raise SystemExit(
+                f"tap-redis-stream: cannot serve metrics on {host}:{port} (metrics_host, "
+                f"metrics_port): {exc}"
+            ) from exc
+        server.start()
+        return server
 
     # Final in the SDK, but its per-stream loop would read nothing here.
     def run_sync_dry_run(  # type: ignore[misc]
