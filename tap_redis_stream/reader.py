@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from tap_redis_stream.client import StreamClient, owns
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
 from tap_redis_stream.entry_id import ZERO, EntryId
+from tap_redis_stream.faults import fault_point
 from tap_redis_stream.lag import LagTracker
 from tap_redis_stream.locks import ShardLocks
 from tap_redis_stream.messages import MessageWriter
@@ -215,6 +216,7 @@ class Reader:
             for key in ready.keys() - returned:
                 active.pop(key, None)  # nothing after its cursor any more
             self.emit_state()
+            fault_point("between_reads")
             self.refresh_lag(list(cursors))
 
     def take(
@@ -258,6 +260,7 @@ class Reader:
                 for key, entries in self.read(ready, block_ms=block_ms):
                     self.take(key, entries, cursors)
             self.emit_state()  # after a batch, or as the idle heartbeat
+            fault_point("between_reads")
             self.refresh_lag(list(cursors))
 
     def refresh_lag(self, keys: list[str], *, force: bool = False) -> None:
