@@ -19,7 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis import exceptions as rexc
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from tap_redis_stream.entry_id import EntryId
 
@@ -109,6 +111,9 @@ class StreamClient:
             "socket_timeout": SOCKET_TIMEOUT_SECONDS + block_timeout_seconds,
             "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "health_check_interval": 30,
+            # One immediate retry (a stale pooled connection); longer outages are the
+            # reader's backoff (reconnect.py), which logs each attempt.
+            "retry": Retry(NoBackoff(), 1),
         }
         self._redis: Any = None
         self.cluster = False

@@ -49,7 +49,8 @@ class Lag:
 @dataclass
 class _Ordinal:
     at: EntryId  # bookmark when it was fixed
-    value: int  # entries ever added with ID <= the current bookmark
+    value: int  # entries ever added with ID <= `current`
+    current: EntryId  # the bookmark `value` belongs to
 
 
 def _id(value: Any) -> EntryId:
@@ -65,9 +66,11 @@ class LagTracker:
         self._ordinals: dict[str, _Ordinal] = {}
         self._estimates: dict[str, tuple[float, Lag]] = {}
 
-    def advanced(self, key: str, entries: int) -> None:
+    def advanced(self, key: str, entries: int, bookmark: EntryId) -> None:
+        """The worker read `entries` more entries of `key`, up to `bookmark`."""
         if key in self._ordinals:
             self._ordinals[key].value += entries
+            self._ordinals[key].current = bookmark
 
     def lag(self, key: str, bookmark: EntryId, info: Mapping[str, Any]) -> Lag:
         length = int(info.get("length", 0))
@@ -78,13 +81,18 @@ class LagTracker:
         seconds = max(0.0, (last.ms - bookmark.ms) / 1000) if bookmark < last else 0.0
         if length == 0 or bookmark >= last:
             if bookmark >= last:
-                self._ordinals[key] = _Ordinal(bookmark, added)
+                self._ordinals[key] = _Ordinal(bookmark, added, bookmark)
             return Lag(0, 0.0, True)
         if first and bookmark < _id(first[0]):
             self._fix(key, bookmark, added - length, deleted)
             return Lag(length, seconds, True)
         ordinal = self._ordinals.get(key)
-        if ordinal is not None and deleted <= ordinal.at and added >= ordinal.value:
+        if (
+            ordinal is not None
+            and ordinal.current == bookmark  # else it moved without being read: unknown
+            and deleted <= ordinal.at
+            and added >= ordinal.value
+        ):
             return Lag(added - ordinal.value, seconds, True)
         self._ordinals.pop(key, None)
         lag = self._counted(key, bookmark, length, seconds)
@@ -94,7 +102,7 @@ class LagTracker:
 
     def _fix(self, key: str, bookmark: EntryId, value: int, deleted: EntryId) -> None:
         if deleted <= bookmark:  # nothing after the bookmark was ever deleted
-            self._ordinals[key] = _Ordinal(bookmark, value)
+            self._ordinals[key] = _Ordinal(bookmark, value, bookmark)
 
     def _counted(self, key: str, bookmark: EntryId, length: int, secs: float) -> Lag:
         now = self.clock()

@@ -120,7 +120,7 @@ class ShardLocks:
                 who,
             )
             self._holders[key] = who
-        self.events.lock_skipped(key, who)
+        self.events.lock_skipped(key, "" if holder is None else _text(holder))
         return False
 
     def _took(self, key: str, now: float) -> bool:

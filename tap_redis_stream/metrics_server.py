@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -23,6 +24,15 @@ from singer_sdk import metrics as sdk_metrics
 logger = logging.getLogger(__name__)
 
 PREFIX = "tap_redis_stream"
+
+
+class TapMetric(StrEnum):
+    """SDK-style `METRIC:` log lines of the tap (the SDK accepts a custom str Enum)."""
+
+    SHARD_LOCK_SKIPPED = "shard_lock_skipped"
+    SHARD_LOCK_LOST = "shard_lock_lost"
+
+
 LAG_REFRESH_SECONDS = 1.0
 STALL_SECONDS_MIN = 60.0
 
@@ -154,16 +164,15 @@ class TapMetrics:
 
     def lock_skipped(self, key: str, holder: str) -> None:
         self.skips.labels(key).inc()
-        point: sdk_metrics.Point[Any] = sdk_metrics.Point(
-            "counter",
-            "shard_lock_skipped",  # type: ignore[arg-type]
-            1,
-            {"stream_key": key, "holder": holder},
-        )
-        sdk_metrics.log(self._sdk_logger, point)
+        self._log(TapMetric.SHARD_LOCK_SKIPPED, stream_key=key, holder=holder)
 
     def lock_lost(self, key: str) -> None:
         self.lost.labels(key).inc()
+        self._log(TapMetric.SHARD_LOCK_LOST, stream_key=key)
+
+    def _log(self, metric: TapMetric, **tags: Any) -> None:
+        point: sdk_metrics.Point[Any] = sdk_metrics.Point("counter", metric, 1, tags)  # type: ignore[arg-type]
+        sdk_metrics.log(self._sdk_logger, point)
 
     def locks_held(self, count: int) -> None:
         self.held.set(count)

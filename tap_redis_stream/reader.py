@@ -237,8 +237,8 @@ class Reader:
                 done = True
                 break
         self.metrics.key_done(key, taken, self.writer.records_written - records_before)
-        if self.lag is not None:
-            self.lag.advanced(key, taken)
+        if self.lag is not None and taken:
+            self.lag.advanced(key, taken, cursors[key])
         return done
 
     def follow(self, cursors: dict[str, EntryId]) -> None:
