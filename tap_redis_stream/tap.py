@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import FrameType
 from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
+from singer_sdk.exceptions import MapperNotInitialized
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
     PluginCapabilities,
     TapCapabilities,
 )
+from singer_sdk.plugin_base import PluginBase
 
 from tap_redis_stream.client import RedisRefused, RedisUnavailable, StreamClient
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
@@ -60,6 +63,25 @@ class TapRedisStream(Tap):
 
     _stop = False
     _input_state: dict[str, Any] | None = None
+
+    _mapped = False
+
+    def setup_mapper(self) -> None:
+        # The SDK builds the catalog here, which without `--catalog` means
+        # discovery: sampling `discovery_sample_size` entries of every key (not
+        # only this worker's) before each sync. The one-pass reader writes its
+        # own SCHEMA messages, so the streams are registered with the mapper
+        # only when something asks for them (discovery, the SDK's test suites).
+        PluginBase.setup_mapper(self)
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        streams: dict[str, Stream] = Tap.streams.fget(self)  # type: ignore[attr-defined]
+        if not self._mapped:
+            self._mapped = True
+            with contextlib.suppress(MapperNotInitialized):  # `--discover` sets up none
+                self.mapper.register_raw_streams_from_catalog(self.catalog)
+        return streams
 
     def load_state(self, state: dict[str, Any]) -> None:
         # Our bookmarks are per Redis key, in (ms, seq) order: kept apart from

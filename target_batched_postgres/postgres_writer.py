@@ -34,6 +34,7 @@ from target_batched_postgres.sql import (
     COLUMNS_QUERY,
     OnConflict,
     build_add_column,
+    build_create_dead_letter_source_index,
     build_create_dead_letter_table,
     build_create_schema,
     build_create_table,
@@ -181,6 +182,17 @@ class PostgresWriter:
         with self._transaction():
             self._execute(build_create_schema(self.schema))
             self._execute(build_create_dead_letter_table(self.schema, self._dead_letter_table))
+        try:
+            with self._transaction():
+                index = build_create_dead_letter_source_index(self.schema, self._dead_letter_table)
+                self._execute(index)
+        except RecordRejected as exc:  # an older table already holds duplicates
+            logger.warning(
+                "Dead-letter table %r keeps no unique source entry (%s): an entry replayed "
+                "after a crash that fails again is dead-lettered again",
+                self._dead_letter_table,
+                exc,
+            )
         self._prepared = True
 
     # -- tables -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from psycopg import sql
 
+from target_batched_postgres.identifiers import fit_identifier
 from target_batched_postgres.pgtypes import ColumnType
 
 
@@ -142,8 +143,17 @@ def build_create_dead_letter_table(schema: str, table: str) -> sql.Composed:
     ).format(qualified(schema, table))
 
 
+def build_create_dead_letter_source_index(schema: str, table: str) -> sql.Composed:
+    """One dead letter per source entry: an entry replayed after a crash that fails
+    again adds no second row. Rows without a source (records of other taps) never
+    collide: NULLs are distinct."""
+    return sql.SQL(
+        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (source_stream, source_entry_id)"
+    ).format(sql.Identifier(fit_identifier(f"{table}_source_entry")), qualified(schema, table))
+
+
 def build_insert_dead_letter(schema: str, table: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {} (table_name, payload, error, sqlstate, source_stream, source_entry_id)"
-        " VALUES (%s, %s::jsonb, %s, %s, %s, %s)"
+        " VALUES (%s, %s::jsonb, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
     ).format(qualified(schema, table))
