@@ -25,6 +25,7 @@ from target_batched_postgres.errors import (
     TargetError,
     TransientError,
 )
+from target_batched_postgres.faults import fault_point
 from target_batched_postgres.identifiers import fit_identifier
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.pgtypes import ColumnType, Kind, type_for_schema, type_for_value
@@ -386,6 +387,7 @@ class PostgresWriter:
                     self._insert(statement, encode, [row])
             except RecordRejected as exc:
                 failed.append(DeadLetter(table, row, str(exc), exc.sqlstate))
+            fault_point("during_fallback")
         return failed
 
     def _dead_letter_all(self, letters: Sequence[DeadLetter]) -> None:
@@ -406,6 +408,7 @@ class PostgresWriter:
                 letter.error,
             )
             self._execute(statement, letter.params())
+        fault_point("before_pg_commit")  # every caller holds a transaction open here
 
 
 class RowEncoder:
