@@ -117,7 +117,7 @@ class TapMetrics:
 
     # -- reader events ---------------------------------------------------------
 
-    def tick(self, status: str = "ok") -> None:
+    def tick(self, status: str = "running") -> None:
         """The reader loop is alive."""
         self._tick = time.monotonic()
         self.status = status

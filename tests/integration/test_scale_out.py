@@ -424,7 +424,7 @@ def test_metrics_show_per_shard_lag_going_to_zero_and_sigterm_releases_the_locks
         assert metrics[("tap_redis_stream_shard_lock_skips_total", held)] >= 1
         assert metrics[("tap_redis_stream_entries_read_total", keys[0])] == 20
         assert metrics[("tap_redis_stream_redis_connected", "")] == 1
-        assert health(port)[0] == 200
+        assert health(port) == (200, "ok: running\n")
         tokens = lock_keys(cluster, base)
         assert tokens.pop(f"{held}_lock") == "LOCKED"
         assert len(tokens) == 15
