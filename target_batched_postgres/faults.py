@@ -8,11 +8,16 @@ is a function that returns at once.
 
 The target's points, in the order a flush passes them:
 
-- `before_kafka`: a batch is about to be produced to Kafka;
-- `after_kafka_ack`: Kafka acknowledged the batch, PostgreSQL has not seen it;
-- `before_pg_commit`: the batch's statement ran, its transaction is not committed;
-- `during_fallback`: after each record of the per-record fallback;
+- `before_kafka`: a batch (or an update) is about to be produced to Kafka;
+- `after_kafka_ack`: Kafka acknowledged it, PostgreSQL has not seen it;
+- `during_fallback`: after each record of the per-record fallback, its
+  transaction open;
+- `before_pg_commit`: dead letters written, their transaction (and the
+  fallback's good rows) not committed;
 - `before_state`: everything before a STATE is durable, the STATE is not written.
+
+A batch's own INSERT is one statement in autocommit: it has no moment
+between its write and its commit to stop at.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from target_batched_postgres.batcher import Bucket, TableBatcher
 from target_batched_postgres.checkpoint import Checkpointer
 from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.errors import ConfigError, FatalError
+from target_batched_postgres.faults import fault_point
 from target_batched_postgres.flush import Flusher, TableRoute
 from target_batched_postgres.identifiers import table_name_for_stream, topic_name
 from target_batched_postgres.kafka_writer import KafkaPublisher
@@ -345,6 +346,7 @@ class TargetBatchedPostgres(Target):
     def _after_flush(self) -> None:
         state = self.checkpoints.take_emittable(self._oldest_waiting_seq())
         if state is not None:
+            fault_point("before_state")
             super()._write_state_message(copy.deepcopy(state))
 
     def _process_state_message(self, message_dict: dict) -> None:
@@ -357,4 +359,5 @@ class TargetBatchedPostgres(Target):
     def _write_state_message(self, state: dict) -> None:
         # Called by drain_all once every sink is drained: all before it is durable.
         if self.checkpoints.mark_emitted(state):
+            fault_point("before_state")
             super()._write_state_message(state)
