@@ -329,6 +329,27 @@ def test_a_held_drainer_lock_skips_its_shard_and_the_tap_releases_its_own(
     assert lock_keys(cluster, base) == {}
 
 
+def test_failed_stream_and_trimming_on_a_cluster(tmp_path, redis_cluster, cluster, unique):
+    base = f"d-{unique}"
+    seeded = seed(cluster, base, per_key=3)
+    poisoned = f"{base}{{shard-9}}"
+    bad = cluster.xadd(poisoned, {"command": b"not json"}).decode()
+    failed = f"failed-{unique}"
+    cfg = tap_config(redis_cluster.url, base, on_parse_error="dead_letter", failed_stream=failed)
+    first = run_workers(tmp_path, [cfg])[0]
+    assert sorted(read_pairs(first)) == sorted(seeded)
+    [(_, letter)] = cluster.xrange(failed)
+    assert letter[b"source_stream"].decode() == poisoned
+    assert letter[b"source_entry_id"].decode() == bad
+    assert letter[b"field:command"] == b"not json"
+    assert first.states[-1]["stream_ids"][poisoned] == bad
+
+    # The next run trims what that state proves durable, on every node.
+    again = run_workers(tmp_path, [{**cfg, "trim_acknowledged": True}], [first.states[-1]])[0]
+    assert again.records == []
+    assert all(cluster.xlen(key) == 0 for key in shard_keys(base))
+
+
 class Follower:
     """A follow-mode tap whose stdout is read by a thread."""
 
@@ -436,9 +457,22 @@ def test_metrics_show_per_shard_lag_going_to_zero_and_sigterm_releases_the_locks
         wait_for("new entries read", lambda: len(follower.pairs()) == len(seeded) + len(more))
         wait_for("lag 0 after more entries", lambda: lags() == dict.fromkeys(keys, 0))
         assert scrape(port)[("tap_redis_stream_shard_locks_held", "")] == 16
+
+        # The tap's lock expired and the drainer took it: the next refresh sees it.
+        taken = keys[7]
+        cluster.set(f"{taken}_lock", "LOCKED", px=60_000)
+        lost = ("tap_redis_stream_shard_locks_lost_total", taken)
+        wait_for("the lost lock noticed", lambda: scrape(port).get(lost) == 1)
+        assert scrape(port)[("tap_redis_stream_shard_locks_held", "")] == 15
+        cluster.delete(f"{taken}_lock")
+        wait_for(
+            "the lock taken back",
+            lambda: scrape(port)[("tap_redis_stream_shard_locks_held", "")] == 16,
+        )
     finally:
         code, stderr = follower.stop()
     assert code == 0, stderr[-3000:]
+    assert f"Lost the lock of stream {taken!r}" in stderr
     assert_exactly_once(follower.pairs(), seeded + more)
     assert follower.messages[-1]["type"] == "STATE"
     assert len(follower.messages[-1]["value"]["stream_ids"]) == 16
