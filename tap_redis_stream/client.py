@@ -146,11 +146,12 @@ class StreamClient:
     def _cluster_enabled(self, probe: redis.Redis) -> bool:
         try:
             info: Any = probe.info("cluster")
-        except rexc.NoPermissionError:
+        except rexc.ResponseError as exc:  # not permitted for this user, or a proxy without it
             logger.warning(
-                "INFO is not permitted for this user on %s: assuming a single Redis server "
+                "INFO cluster failed on %s (%s): assuming a single Redis server "
                 "(set redis_mode: cluster for a cluster)",
                 self.display_url,
+                exc,
             )
             return False
         return bool(int(info.get("cluster_enabled", 0)))

@@ -595,3 +595,23 @@ def test_lag_counts_the_entries_after_the_bookmark(redis_url, redis_client, uniq
         assert tracker.lag(key, more[-1], client.stream_info([key])[key]).entries == 0
     finally:
         client.close()
+
+
+def test_a_user_without_info_reads_a_single_server(tmp_path, redis_url, redis_client, unique):
+    """redis_mode auto asks INFO cluster; an ACL user without INFO still reads."""
+    user = f"reader-{unique}"
+    redis_client.acl_setuser(
+        user, enabled=True, passwords=["+pw-" + unique], keys=["*"], commands=["+@all", "-info"]
+    )
+    try:
+        key = f"acl-{unique}"
+        ids = seed_key(redis_client, key, 2)
+        host = redis_url.removeprefix("redis://")
+        run = run_workers(
+            tmp_path, [{"redis_url": f"redis://{user}:pw-{unique}@{host}", "stream_keys": [key]}]
+        )[0]
+        assert run.entry_ids() == ids
+        assert "INFO cluster failed" in run.stderr
+        assert f"pw-{unique}" not in run.stderr
+    finally:
+        redis_client.acl_deluser(user)
