@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from target_batched_postgres import control
+from target_batched_postgres.nul_bytes import describe_nul
 from target_batched_postgres.values import to_json_bytes
 
 
@@ -17,12 +18,17 @@ class DeadLetter:
     error: str
     sqlstate: str | None
 
+    @property
+    def reason(self) -> str:
+        """PostgreSQL's error, naming the column when a NUL byte caused it."""
+        return describe_nul(self.record, self.error, self.sqlstate)
+
     def params(self) -> tuple[Any, ...]:
         """Parameters of `sql.build_insert_dead_letter`, in its column order."""
         return (
             self.table,
             dead_letter_payload(self.record),
-            self.error,
+            self.reason,
             self.sqlstate,
             _text_or_none(self.record.get(control.SOURCE_STREAM)),
             _text_or_none(self.record.get(control.SOURCE_ENTRY_ID)),

@@ -54,13 +54,16 @@ _RECORD_CLASSES = ("22", "23", "21")
 _RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001", "42703", "42883"}
 # The server or the connection is at fault -> retry the batch.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+_TRANSIENT_STATES = {"55P03"}  # lock_timeout: another session held the lock too long
 
 
 def translate(exc: psycopg.Error) -> TargetError:
     """Map a psycopg error to what the caller should do about it."""
     state = exc.sqlstate or ""
-    if state.startswith(_TRANSIENT_CLASSES) or (
-        isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not state
+    if (
+        state.startswith(_TRANSIENT_CLASSES)
+        or state in _TRANSIENT_STATES
+        or (isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not state)
     ):
         return TransientError(f"{type(exc).__name__}: {exc}".strip())
     if state.startswith(_RECORD_CLASSES) or state in _RECORD_STATES:
@@ -108,8 +111,10 @@ class PostgresWriter:
         fail_on_record_error: bool,
         retry: RetryPolicy,
         metrics: Metrics,
+        statement_timeout_seconds: float = 0.0,
     ) -> None:
         self._conninfo = conninfo
+        self._statement_timeout_ms = int(statement_timeout_seconds * 1000)
         self.schema = schema
         self._dead_letter_table = dead_letter_table
         self._on_conflict = on_conflict
@@ -126,13 +131,26 @@ class PostgresWriter:
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._columns.clear()
-            conn = psycopg.connect(
-                self._conninfo,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                autocommit=True,  # transactions are explicit: conn.transaction()
-                application_name="target-batched-postgres",
-                options="-c TimeZone=UTC",
-            )
+            # Bounded waits: a statement or a lock wait longer than the timeout
+            # is cancelled (57014, 55P03) and retried like a lost connection.
+            limit = self._statement_timeout_ms
+            try:
+                conn = psycopg.connect(
+                    self._conninfo,
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    autocommit=True,  # transactions are explicit: conn.transaction()
+                    application_name="target-batched-postgres",
+                    options=f"-c TimeZone=UTC -c statement_timeout={limit} -c lock_timeout={limit}",
+                    # A server gone without closing the connection (host down,
+                    # network cut) is noticed in about a minute, not never.
+                    keepalives=1,
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
+                )
+            except psycopg.Error as exc:
+                # Down or restarting: retried with backoff, like a connection lost mid-batch.
+                raise translate(exc) from exc
             self._conn = conn
         return self._conn
 
@@ -201,7 +219,10 @@ class PostgresWriter:
     def _table_columns(self, table: str) -> dict[str, ColumnType]:
         self.preflight()
         if table not in self._columns:
-            cursor = self._connect().execute(COLUMNS_QUERY, (self.schema, table))
+            try:
+                cursor = self._connect().execute(COLUMNS_QUERY, (self.schema, table))
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
             self._columns[table] = {
                 name: ColumnType.from_catalog(nsp, typ, cat) for name, nsp, typ, cat in cursor
             }
@@ -405,7 +426,7 @@ class PostgresWriter:
                 "Dead-lettering a record of %r (%s): %s",
                 letter.table,
                 describe_source(letter.record),
-                letter.error,
+                letter.reason,
             )
             self._execute(statement, letter.params())
         fault_point("before_pg_commit")  # every caller holds a transaction open here

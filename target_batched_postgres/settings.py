@@ -9,6 +9,7 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_batched_postgres.errors import ConfigError
+from target_batched_postgres.nul_bytes import NulBytes
 from target_batched_postgres.sql import OnConflict
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -81,6 +82,18 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Table (in `default_target_schema`) for rejected records.",
     ),
     th.Property(
+        "nul_bytes",
+        th.StringType,
+        allowed_values=[e.value for e in NulBytes],
+        default=NulBytes.REJECT.value,
+        description=(
+            "A string holding a NUL byte (U+0000), which PostgreSQL cannot store in text or "
+            "jsonb: `reject` dead-letters the record, its reason naming the column (the row "
+            "is kept exactly as sent); `strip` removes U+0000 from every string of the "
+            "record before it is published or written."
+        ),
+    ),
+    th.Property(
         "kafka_enabled",
         th.BooleanType,
         default=False,
@@ -150,6 +163,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType(minimum=0),
         default=1.0,
         description="First retry wait; doubles each attempt, capped at 10 s.",
+    ),
+    th.Property(
+        "statement_timeout_seconds",
+        th.NumberType(minimum=0),
+        default=300,
+        description=(
+            "Longest a PostgreSQL statement, or its wait for a lock, may take; one cancelled "
+            "after it is retried like a lost connection. 0: no limit."
+        ),
     ),
     th.Property(
         "schema_variation_threshold",

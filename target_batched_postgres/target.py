@@ -22,6 +22,7 @@ from target_batched_postgres.flush import Flusher, TableRoute
 from target_batched_postgres.identifiers import table_name_for_stream, topic_name
 from target_batched_postgres.kafka_writer import KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
+from target_batched_postgres.nul_bytes import NulBytes, strip_nul
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.reader import FastSingerReader
 from target_batched_postgres.retry import RetryPolicy
@@ -87,6 +88,7 @@ class TargetBatchedPostgres(Target):
         self._flusher: Flusher | None = None
         self._last_age_check = time.monotonic()
         self.max_parallelism = 1  # one connection, one producer: drain serially
+        self._strip_nul = self._setting("nul_bytes") == NulBytes.STRIP
         # Sinks whose records may skip the SDK's per-record steps (see
         # _process_record_message); dropped whenever a SCHEMA arrives.
         self._direct_sinks: dict[str, BatchedPostgresSink | None] = {}
@@ -152,6 +154,7 @@ class TargetBatchedPostgres(Target):
             fail_on_record_error=self._setting("on_record_error") == "fail",
             retry=retry,
             metrics=self.drainer_metrics,
+            statement_timeout_seconds=float(self._setting("statement_timeout_seconds")),
         )
         kafka = None
         if self._setting("kafka_enabled"):
@@ -264,6 +267,8 @@ class TargetBatchedPostgres(Target):
 
     def accept(self, route: TableRoute, record: dict[str, Any]) -> None:
         """Take one record: bucket it, or write it at once when forced or unbatched."""
+        if self._strip_nul:
+            record = strip_nul(record)
         operation = record.get(control.OPERATION) or "insert"
         seq = self._records_seen
         self._records_seen += 1

@@ -17,6 +17,8 @@ from target_batched_postgres.postgres_writer import translate
         (errors.DeadlockDetected("x"), TransientError),
         (errors.AdminShutdown("x"), TransientError),
         (psycopg.OperationalError("connection lost"), TransientError),
+        (errors.QueryCanceled("statement timeout"), TransientError),
+        (errors.LockNotAvailable("lock timeout"), TransientError),
         (errors.UniqueViolation("x"), RecordRejected),
         (errors.InvalidTextRepresentation("x"), RecordRejected),
         (errors.NotNullViolation("x"), RecordRejected),
