@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 MELTANO_VENV ?= .venv-meltano
 MELTANO := $(MELTANO_VENV)/bin/meltano
 
-.PHONY: install meltano test lint unit demo clean readme meltano-yml
+.PHONY: install meltano test lint unit demo clean readme meltano-yml soak
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: lint meltano
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# Crash soak: SIGKILL tap/target at KILLS random points (plus PostgreSQL, Redis and
+# Kafka crashes and a `meltano run` kill), rerun from the last STATE, check nothing
+# was lost or duplicated. The CI-sized run is tests/integration/test_faults.py.
+KILLS ?= 100
+soak: meltano
+	MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python -m tests.fault_harness --kills $(KILLS)
 
 demo: meltano
 	PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python tools/demo.py
