@@ -136,6 +136,29 @@ def test_checks_catch_broken_guarantees(servers, tmp_path):
         scenario.cleanup()
 
 
+BROKEN_TARGET = """
+import sys
+from target_batched_postgres import checkpoint
+from target_batched_postgres.target import TargetBatchedPostgres
+
+_take = checkpoint.Checkpointer.take_emittable
+# Broken on purpose: every STATE goes out as soon as it arrives, durable or not.
+checkpoint.Checkpointer.take_emittable = lambda self, oldest: _take(self, None)
+TargetBatchedPostgres.cli()
+"""
+
+
+def test_a_target_checkpointing_too_early_is_caught(servers, tmp_path, monkeypatch):
+    """The harness fails a target whose STATE passes records not yet committed."""
+    script = tmp_path / "broken-target"
+    script.write_text(f"#!{fh.BIN / 'python'}\n{BROKEN_TARGET}")
+    script.chmod(0o755)
+    monkeypatch.setattr(fh, "TARGET_BIN", script)
+    scenario = fh.Scenario(servers, tmp_path, seed=0, insert_batch_size=100, read_count=20)
+    outcome = fh.kill_chain(scenario, lambda: fh.Kill("target", "after_kafka_ack", 5), kills=2)
+    assert any("passed entry" in p for p in outcome.verdict.problems), outcome.summary()
+
+
 def test_a_replayed_poison_record_is_dead_lettered_once(pg_url, pg_conn, pg_schema):
     props = {"id": {"type": "integer"}, "n": {"type": ["integer", "null"]}}
     lines = [
