@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from target_batched_postgres import control
@@ -30,6 +30,11 @@ class TableRoute:
     topic: str
     to_kafka: bool
     to_postgres: bool  # False for Kafka-only tables: only force-drained records go
+
+    def snapshot(self) -> TableRoute:
+        """A copy for a flush on the writer thread: later SCHEMAs do not change it."""
+        spec = TableSpec(self.spec.name, dict(self.spec.properties), list(self.spec.key_properties))
+        return replace(self, spec=spec)
 
 
 def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMessage:

@@ -61,7 +61,10 @@ class BatchedPostgresSink(Sink):
         """Flush every open bucket of the table, or take records of a BATCH message."""
         records: list[dict[str, Any]] | None = context.get("records")
         if records is None:
+            # The SDK drains (and then writes its latest STATE) expecting all
+            # of the sink's records durable when this returns.
             self._drainer.flush_route(self.route)
+            self._drainer.wait_durable()
             return
         # Counted like RECORD messages, so the SDK's next drain flushes them.
         self.tally_record_read(len(records))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from functools import cached_property
 from pathlib import PurePath
@@ -23,6 +24,7 @@ from target_batched_postgres.identifiers import table_name_for_stream, topic_nam
 from target_batched_postgres.kafka_writer import KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.nul_bytes import NulBytes, strip_nul
+from target_batched_postgres.pipeline import WritePipeline
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.reader import FastSingerReader
 from target_batched_postgres.retry import RetryPolicy
@@ -94,6 +96,13 @@ class TargetBatchedPostgres(Target):
         self._direct_sinks: dict[str, BatchedPostgresSink | None] = {}
         # Column signature by the record's key order (taps repeat one order).
         self._signatures: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # STATE goes out from both threads: the main one after it submits a
+        # flush or reads a STATE, the writer as soon as a flush finishes (so a
+        # checkpoint does not wait for more input). `_open_floor` is the main
+        # thread's published lower bound of the oldest record in an open bucket.
+        self._state_lock = threading.Lock()
+        self._open_floor: int | None = None
+        self.pipeline = WritePipeline(on_done=self._emit_safe_state)
 
     # -- settings ---------------------------------------------------------------
 
@@ -186,7 +195,9 @@ class TargetBatchedPostgres(Target):
     def process_endofpipe(self) -> None:
         try:
             super().process_endofpipe()
+            self.wait_durable()
         finally:
+            self.pipeline.close()
             self.drainer_metrics.log_totals()
             if self._flusher is not None:
                 if self._flusher.kafka is not None:
@@ -278,10 +289,13 @@ class TargetBatchedPostgres(Target):
                     f"stream {route.stream!r}, {describe_source(record)}: unknown "
                     f"{control.OPERATION}={operation!r}; refusing it rather than dropping it"
                 )
-            # Stream order per table: every earlier insert of the table first.
+            # Stream order per table: every earlier insert of the table first
+            # (the writer runs flushes in the order they are submitted).
             self.flush_route(route)
-            self.flusher.apply_change(
-                route, record, publish_deletes=bool(self._setting("kafka_publish_deletes"))
+            flusher, target = self.flusher, route.snapshot()
+            publish_deletes = bool(self._setting("kafka_publish_deletes"))
+            self.pipeline.submit(
+                seq, lambda: flusher.apply_change(target, record, publish_deletes=publish_deletes)
             )
             self._after_flush()
             return
@@ -294,12 +308,14 @@ class TargetBatchedPostgres(Target):
             self._signatures[key_order] = columns
         if record.get(control.FORCE_DRAIN) is True or not self.batched:
             forced = record.get(control.FORCE_DRAIN) is True
-            self.flusher.flush(route, columns, [record], force_drain=forced)
+            self._submit_flush(route, columns, [record], seq, force_drain=forced)
             self._after_flush()
         else:
             batcher = route.batcher
             known = len(batcher.signatures_seen)
             full = batcher.add(seq, record, columns)
+            if self._open_floor is None:
+                self._open_floor = seq  # the oldest open record can only be this one
             if len(batcher.signatures_seen) > known:
                 self._check_schema_variation(route)
             if full is not None:
@@ -325,7 +341,28 @@ class TargetBatchedPostgres(Target):
 
     def _flush_bucket(self, route: TableRoute, bucket: Bucket) -> None:
         records = [pending.record for pending in bucket.records]
-        self.flusher.flush(route, bucket.signature.columns, records)
+        self._submit_flush(route, bucket.signature.columns, records, bucket.oldest_seq)
+
+    def _submit_flush(
+        self,
+        route: TableRoute,
+        columns: tuple[str, ...],
+        records: list[dict[str, Any]],
+        oldest_seq: int,
+        *,
+        force_drain: bool = False,
+    ) -> None:
+        """Hand a flush to the writer thread (see pipeline.py)."""
+        flusher, target = self.flusher, route.snapshot()
+        self.pipeline.submit(
+            oldest_seq,
+            lambda: flusher.flush(target, columns, records, force_drain=force_drain),
+        )
+
+    def wait_durable(self) -> None:
+        """Block until every submitted flush has finished; emit what is now safe."""
+        self.pipeline.wait()
+        self._after_flush()
 
     def flush_route(self, route: TableRoute) -> None:
         for bucket in route.batcher.take_all():
@@ -344,25 +381,38 @@ class TargetBatchedPostgres(Target):
 
     # -- checkpoints ------------------------------------------------------------
 
-    def _oldest_waiting_seq(self) -> int | None:
-        oldest = [r.batcher.oldest_open_seq() for r in self.routes.values()]
-        return min((s for s in oldest if s is not None), default=None)
-
     def _after_flush(self) -> None:
-        state = self.checkpoints.take_emittable(self._oldest_waiting_seq())
-        if state is not None:
-            fault_point("before_state")
-            super()._write_state_message(copy.deepcopy(state))
+        """Main thread: publish the oldest open record (buckets were taken), emit what is safe."""
+        oldest = [r.batcher.oldest_open_seq() for r in self.routes.values()]
+        self._open_floor = min((s for s in oldest if s is not None), default=None)
+        self._emit_safe_state()
+
+    def _emit_safe_state(self) -> None:
+        """Either thread: emit the newest STATE whose every earlier record is durable.
+
+        Waiting records are those in open buckets (at or after `_open_floor`,
+        which only the main thread moves up, after taking buckets) and those in
+        flushes not finished yet.
+        """
+        with self._state_lock:
+            waiting = [self._open_floor, self.pipeline.oldest_waiting_seq()]
+            oldest = min((s for s in waiting if s is not None), default=None)
+            state = self.checkpoints.take_emittable(oldest)
+            if state is not None:
+                fault_point("before_state")
+                super()._write_state_message(copy.deepcopy(state))
 
     def _process_state_message(self, message_dict: dict) -> None:
         super()._process_state_message(message_dict)
-        self.checkpoints.add(self._records_seen, message_dict["value"])
+        with self._state_lock:
+            self.checkpoints.add(self._records_seen, message_dict["value"])
         if time.monotonic() - self._last_age_check >= min(self.max_batch_age_seconds, 1.0):
             self.flush_aged()
         self._after_flush()
 
     def _write_state_message(self, state: dict) -> None:
         # Called by drain_all once every sink is drained: all before it is durable.
-        if self.checkpoints.mark_emitted(state):
-            fault_point("before_state")
-            super()._write_state_message(state)
+        with self._state_lock:
+            if self.checkpoints.mark_emitted(state):
+                fault_point("before_state")
+                super()._write_state_message(state)

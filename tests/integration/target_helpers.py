@@ -53,9 +53,14 @@ class InProcessRun:
         return [json.loads(line) for line in self.stdout.getvalue().splitlines() if line]
 
     def feed(self, lines: Iterable[str]) -> None:
-        """Process lines without ending the input (buckets stay open)."""
+        """Process lines without ending the input (buckets stay open).
+
+        Flushes the lines triggered run on the target's writer thread; this
+        waits for them (and the STATEs they make safe), as time would.
+        """
         with contextlib.redirect_stdout(self.stdout):
             self.target.process_lines(io.StringIO("\n".join(lines) + "\n"))
+            self.target.wait_durable()
 
     def finish(self) -> None:
         with contextlib.redirect_stdout(self.stdout):
