@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from tap_redis_stream.entry_id import EntryId
+from tap_redis_stream.entry_id import MAX_ID, EntryId
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,16 @@ def _transient(exc: Exception) -> bool:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _key_text(key: Any, pattern: str) -> str:
+    try:
+        return _text(key)
+    except UnicodeDecodeError:
+        raise SystemExit(
+            f"tap-redis-stream: stream key {key!r} (matching {pattern!r}) is not UTF-8, so it "
+            "cannot be named in Singer messages or state: rename it or narrow the pattern"
+        ) from None
 
 
 class StreamClient:
@@ -205,7 +215,7 @@ class StreamClient:
                 continue
             found = self.call("scan_iter", match=name, count=SCAN_COUNT, _type="stream")
             try:
-                keys.update(_text(key) for key in found)
+                keys.update(_key_text(key, name) for key in found)
             except (rexc.RedisError, rexc.RedisClusterException) as exc:
                 raise self.translate(exc) from exc
         return sorted(keys)
@@ -299,6 +309,8 @@ class StreamClient:
 
     def trim_through(self, key: str, bookmark: EntryId) -> int:
         """Delete entries with ID <= bookmark (XTRIM MINID removes IDs below its argument)."""
+        if bookmark == MAX_ID:  # nothing can follow it: every entry is at or below it
+            return int(self.call("xtrim", key, maxlen=0, approximate=False))
         return int(self.call("xtrim", key, minid=str(bookmark.next()), approximate=False))
 
     def dead_letter(

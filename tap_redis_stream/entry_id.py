@@ -23,7 +23,9 @@ class EntryId(NamedTuple):
             raise ValueError(f"not a stream entry ID: {raw!r}") from None
 
     def next(self) -> EntryId:
-        """The smallest ID greater than this one."""
+        """The smallest ID greater than this one (none follows MAX_ID)."""
+        if self == MAX_ID:
+            raise ValueError(f"no stream entry ID follows {self}")
         if self.seq == MAX_SEQ:
             return EntryId(self.ms + 1, 0)
         return EntryId(self.ms, self.seq + 1)
@@ -33,3 +35,4 @@ class EntryId(NamedTuple):
 
 
 ZERO = EntryId(0, 0)
+MAX_ID = EntryId(2**64 - 1, MAX_SEQ)  # the last ID Redis allows: 18446744073709551615-...

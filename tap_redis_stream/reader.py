@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from tap_redis_stream.client import StreamClient, owns
-from tap_redis_stream.entries import EntryDecoder, EntryParseError
+from tap_redis_stream.entries import ENTRY_FAILURES, EntryDecoder, as_parse_error
 from tap_redis_stream.entry_id import ZERO, EntryId
 from tap_redis_stream.faults import fault_point
 from tap_redis_stream.lag import LagTracker
@@ -287,7 +287,9 @@ class Reader:
     def process(self, key: str, entry_id: EntryId, fields: dict[bytes, bytes]) -> None:
         try:
             operation = self.decoder.decode(key, fields)
-        except EntryParseError as exc:
+            self.writer.record(operation, key, str(entry_id))
+        except ENTRY_FAILURES as failure:
+            exc = as_parse_error(failure)
             reason = f"stream {key!r}, entry {entry_id}: {exc}"
             if self.s.on_parse_error != "dead_letter":
                 # Everything before this entry is out; its bookmark stays before it.
@@ -300,7 +302,5 @@ class Reader:
             )
             self.metrics.dead_letter(key)
             logger.warning("Moved to %r: %s", self.s.failed_stream, reason)
-        else:
-            self.writer.record(operation, key, str(entry_id))
         self.bookmarks[key] = entry_id
         self.entries_seen += 1

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from target_batched_postgres import control
-from target_batched_postgres.nul_bytes import describe_nul
+from target_batched_postgres.nul_bytes import NUL, describe_nul, replace_nul
 from target_batched_postgres.values import to_json_bytes
+
+VISIBLE_NUL = "\\u0000"
+_SHORT = reprlib.Repr()  # bounded depth and length: a text of any record
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 50, 100, 100
+_SHORT.maxstring, _SHORT.maxother = 10_000, 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +32,22 @@ class DeadLetter:
     def params(self) -> tuple[Any, ...]:
         """Parameters of `sql.build_insert_dead_letter`, in its column order."""
         return (
-            self.table,
+            _storable(self.table),
             dead_letter_payload(self.record),
-            self.reason,
+            _storable(self.reason),
             self.sqlstate,
             _text_or_none(self.record.get(control.SOURCE_STREAM)),
             _text_or_none(self.record.get(control.SOURCE_ENTRY_ID)),
         )
 
 
+def _storable(text: str) -> str:
+    """Text PostgreSQL can store: a NUL byte kept as the visible `\\u0000`."""
+    return text.replace(NUL, VISIBLE_NUL)
+
+
 def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _storable(str(value))
 
 
 def describe_source(record: Mapping[str, Any]) -> str:
@@ -48,10 +59,15 @@ def describe_source(record: Mapping[str, Any]) -> str:
 
 
 def dead_letter_payload(record: Mapping[str, Any]) -> str:
-    """The record as JSON text for the jsonb payload column.
+    """The record as JSON text for the jsonb payload column; storing it never fails.
 
-    jsonb cannot hold `\\u0000`; such escapes are kept as the visible text
-    `\\u0000` so the payload still shows where the NUL byte was.
+    jsonb cannot hold U+0000: each NUL byte is kept as the visible text
+    `\\u0000` (a backslash and five characters), so the payload still shows
+    where it was. A record JSON cannot hold (nested deeper than 254 levels) is
+    kept as a shortened Python text of it.
     """
-    text = to_json_bytes(dict(record)).decode()
-    return text.replace("\\u0000", "\\\\u0000")
+    record = replace_nul(dict(record), VISIBLE_NUL)
+    try:
+        return to_json_bytes(record).decode()
+    except TypeError as exc:  # orjson: nested too deeply
+        return to_json_bytes({"unencodable_record": _SHORT.repr(record), "why": str(exc)}).decode()

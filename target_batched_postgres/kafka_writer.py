@@ -35,6 +35,16 @@ class KafkaMessage:
     value: bytes
     headers: list[tuple[str, str | bytes | None]]
 
+    def describe(self) -> str:
+        """Topic, source stream and entry (from the headers) and size, for error messages."""
+        found = {name: value for name, value in self.headers if isinstance(value, bytes)}
+        source = ", ".join(
+            f"{name} {found[name].decode(errors='replace')!r}"
+            for name in ("source_stream", "source_entry_id")
+            if name in found
+        )
+        return f"topic {self.topic!r}, {source or 'no source entry'}, {len(self.value)} bytes"
+
 
 class KafkaPublisher:
     """Publishes batches synchronously: returns only when all are acknowledged."""
@@ -101,10 +111,9 @@ class KafkaPublisher:
             self._metrics.increment(DrainerMetric.KAFKA_DELIVERY_FAILURES, len(failed))
             reason = next(err for err in errors if err is not None)
             if attempt == limit:
-                topic = messages[failed[0]].topic
                 raise FatalError(
-                    f"Kafka delivery failed for {len(failed)} message(s) (first: topic "
-                    f"{topic!r}) after {limit} attempt(s): {reason}"
+                    f"Kafka delivery failed for {len(failed)} message(s) (first: "
+                    f"{messages[failed[0]].describe()}) after {limit} attempt(s): {reason}"
                 )
             wait = self._retry.delay(attempt)
             logger.warning(
@@ -157,8 +166,10 @@ class KafkaPublisher:
                 )
             except BufferError:
                 producer.poll(0.05)  # local queue full: serve callbacks, then retry
-            except KafkaException as exc:
-                raise FatalError(f"Kafka produce to {message.topic!r} failed: {exc}") from exc
+            except KafkaException as exc:  # refused before sending, e.g. larger than allowed
+                raise FatalError(
+                    f"Kafka refused the message of {message.describe()}: {exc}"
+                ) from exc
             else:
                 return
 

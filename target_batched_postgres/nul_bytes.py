@@ -5,6 +5,11 @@ refuses the value, the batch falls back to one record at a time and the
 record is dead-lettered, its reason naming the column. `strip` removes
 U+0000 from every string of the record (keys included, at any depth) before
 it is published or written, so Kafka and PostgreSQL get the same row.
+
+A JSON column's text is not parsed: one that spells a NUL byte as the escape
+`\\u0000` is refused by jsonb and dead-lettered in both modes, its reason
+naming the column. A NUL byte in a column *name* never reaches PostgreSQL:
+`identifiers.fit_identifier` drops it and adds a hash, as for a long name.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from target_batched_postgres import control
 
 NUL = "\x00"
+ESCAPED_NUL = "\\u0000"  # how JSON text spells a NUL byte
 _CHANGE_PROPERTIES = (control.WHERE, control.MODEL)
 
 
@@ -26,13 +32,13 @@ class NulBytes(StrEnum):
     STRIP = "strip"
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether any string inside `value` (keys included) holds U+0000; iterative, any depth."""
+def _holds(value: Any, text: str) -> bool:
+    """Whether any string inside `value` (keys included) holds `text`; iterative, any depth."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if NUL in item:
+            if text in item:
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -42,20 +48,32 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def nul_column(record: Mapping[str, Any]) -> str | None:
-    """The first column (or `_sdc_where` / `_sdc_model`) whose value holds a NUL byte."""
+def _holds_nul(value: Any) -> bool:
+    return _holds(value, NUL)
+
+
+def nul_column(record: Mapping[str, Any], text: str = NUL) -> str | None:
+    """The first column (or `_sdc_where` / `_sdc_model`) whose name or value holds `text`."""
     for key, value in record.items():
         if key in control.CONTROL_PROPERTIES and key not in _CHANGE_PROPERTIES:
             continue
-        if NUL in key or _holds_nul(value):
+        if text in key or _holds(value, text):
             return key
     return None
 
 
 def strip_nul(value: Any) -> Any:
     """`value` with U+0000 removed from every string in it (keys too); iterative, any depth."""
+    return replace_nul(value, "")
+
+
+def replace_nul(value: Any, by: str) -> Any:
+    """`value` with each U+0000 in its strings (keys too) replaced by `by`; iterative, any depth.
+
+    A value holding no NUL byte is returned as it is, not copied.
+    """
     if isinstance(value, str):
-        return value.replace(NUL, "")
+        return value.replace(NUL, by)
     if not isinstance(value, dict | list) or not _holds_nul(value):
         return value
     holder: list[Any] = [None]
@@ -67,20 +85,22 @@ def strip_nul(value: Any) -> Any:
         if isinstance(source, dict):
             copy = {}
             for key, item in source.items():
-                clean = key.replace(NUL, "") if isinstance(key, str) else key
-                copy[clean] = _clean_or_queue(item, copy, clean, pending)
+                clean = key.replace(NUL, by) if isinstance(key, str) else key
+                copy[clean] = _clean_or_queue(item, copy, clean, pending, by)
         else:
             copy = []
             for index, item in enumerate(source):
-                copy.append(_clean_or_queue(item, copy, index, pending))
+                copy.append(_clean_or_queue(item, copy, index, pending, by))
         parent[slot] = copy
     return holder[0]
 
 
-def _clean_or_queue(item: Any, parent: Any, slot: Any, pending: list[tuple[Any, Any, Any]]) -> Any:
+def _clean_or_queue(
+    item: Any, parent: Any, slot: Any, pending: list[tuple[Any, Any, Any]], by: str
+) -> Any:
     """A string cleaned, another scalar as is; a container queued (its copy comes later)."""
     if isinstance(item, str):
-        return item.replace(NUL, "")
+        return item.replace(NUL, by)
     if isinstance(item, dict | list):
         pending.append((item, parent, slot))
         return None
@@ -89,11 +109,17 @@ def _clean_or_queue(item: Any, parent: Any, slot: Any, pending: list[tuple[Any, 
 
 def describe_nul(record: Mapping[str, Any], error: str, sqlstate: str | None) -> str:
     """The dead letter's reason: PostgreSQL's, naming the column when a NUL byte caused it."""
-    caused = sqlstate == "22P05" or "NUL" in error or "\\u0000" in error
-    column = nul_column(record) if caused else None
-    if column is None:
+    if not (sqlstate == "22P05" or "NUL" in error or ESCAPED_NUL in error):
         return error
-    return (
-        f"column {column!r} holds a NUL byte (U+0000), which PostgreSQL cannot store "
-        f"(nul_bytes=reject; `strip` removes them): {error}"
-    )
+    column = nul_column(record)
+    if column is not None:
+        return (
+            f"column {column!r} holds a NUL byte (U+0000), which PostgreSQL cannot store: {error}"
+        )
+    column = nul_column(record, ESCAPED_NUL)
+    if column is not None:
+        return (
+            f"column {column!r} holds JSON text with the escape \\u0000 (a NUL byte), "
+            f"which jsonb cannot store: {error}"
+        )
+    return error

@@ -162,7 +162,8 @@ class PostgresWriter:
     def _execute(self, statement: sql.Composed, params: Sequence[Any] | None = None) -> int:
         conn = self._connect()
         try:
-            cursor = conn.execute(statement, params)
+            # Always parsed for placeholders, even DDL: see sql.Identifier.
+            cursor = conn.execute(statement, params if params is not None else ())
         except psycopg.Error as exc:
             raise translate(exc) from exc
         self._metrics.increment(DrainerMetric.SQL_STATEMENTS)

@@ -27,7 +27,8 @@ def decode_line(line: str | bytes) -> dict[str, Any]:
     """One Singer message; InvalidInputLine (showing its start) when it is not a JSON object."""
     try:
         message = _DECODER.decode(line)
-    except msgspec.DecodeError as fast_error:
+    # msgspec raises RecursionError when too deep, UnicodeDecodeError on bytes not UTF-8.
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as fast_error:
         try:
             message = json.loads(line, parse_float=decimal.Decimal, parse_constant=str)
         except (ValueError, RecursionError) as exc:

@@ -13,9 +13,24 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 from psycopg import sql
+from psycopg.abc import AdaptContext
 
 from target_batched_postgres.identifiers import fit_identifier
 from target_batched_postgres.pgtypes import ColumnType
+
+
+class Identifier(sql.Identifier):
+    """A quoted identifier that survives psycopg's placeholder parsing.
+
+    psycopg looks for `%s` placeholders in the whole query text, quoted
+    identifiers included: a column named `a%sb` or `pct%` would break every
+    statement that binds values. `%` is doubled here, and the writer executes
+    every statement with a parameter sequence (empty for DDL), so psycopg
+    always turns `%%` back into `%`.
+    """
+
+    def as_bytes(self, context: AdaptContext | None = None) -> bytes:
+        return super().as_bytes(context).replace(b"%", b"%%")
 
 
 class OnConflict(StrEnum):
@@ -26,16 +41,16 @@ class OnConflict(StrEnum):
     UPSERT = "upsert"
 
 
-def qualified(schema: str, table: str) -> sql.Identifier:
-    return sql.Identifier(schema, table)
+def qualified(schema: str, table: str) -> Identifier:
+    return Identifier(schema, table)
 
 
 def build_create_schema(schema: str) -> sql.Composed:
-    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema))
 
 
 def _type(column_type: ColumnType) -> sql.Identifier:
-    return sql.Identifier(column_type.schema, column_type.name)
+    return Identifier(column_type.schema, column_type.name)
 
 
 def build_create_table(
@@ -45,10 +60,10 @@ def build_create_table(
     primary_key: Sequence[str],
 ) -> sql.Composed:
     """CREATE TABLE IF NOT EXISTS with the given columns and primary key."""
-    parts = [sql.SQL("{} {}").format(sql.Identifier(name), _type(ct)) for name, ct in columns]
+    parts = [sql.SQL("{} {}").format(Identifier(name), _type(ct)) for name, ct in columns]
     if primary_key:
         parts.append(
-            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+            sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(Identifier, primary_key)))
         )
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
         qualified(schema, table), sql.SQL(", ").join(parts)
@@ -57,7 +72,7 @@ def build_create_table(
 
 def build_add_column(schema: str, table: str, column: str, column_type: ColumnType) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-        qualified(schema, table), sql.Identifier(column), _type(column_type)
+        qualified(schema, table), Identifier(column), _type(column_type)
     )
 
 
@@ -82,9 +97,9 @@ def _conflict_clause(
         updates = [c for c in columns if c not in key_columns]
         if updates:
             return sql.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
-                sql.SQL(", ").join(map(sql.Identifier, key_columns)),
+                sql.SQL(", ").join(map(Identifier, key_columns)),
                 sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+                    sql.SQL("{0} = EXCLUDED.{0}").format(Identifier(c)) for c in updates
                 ),
             )
     return sql.SQL(" ON CONFLICT DO NOTHING")
@@ -114,7 +129,7 @@ def build_insert(
         return sql.SQL("INSERT INTO {} SELECT FROM generate_series(1, %s){}").format(
             target, conflict
         )
-    names = [sql.Identifier(c) for c in columns]
+    names = [Identifier(c) for c in columns]
     casts = [
         sql.SQL("CAST(x.{} AS {})").format(name, _type(ct))
         for name, ct in zip(names, types, strict=True)
@@ -149,7 +164,7 @@ def build_create_dead_letter_source_index(schema: str, table: str) -> sql.Compos
     collide: NULLs are distinct."""
     return sql.SQL(
         "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (source_stream, source_entry_id)"
-    ).format(sql.Identifier(fit_identifier(f"{table}_source_entry")), qualified(schema, table))
+    ).format(Identifier(fit_identifier(f"{table}_source_entry")), qualified(schema, table))
 
 
 def build_insert_dead_letter(schema: str, table: str) -> sql.Composed:

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from target_batched_postgres.errors import RecordRejected
 from target_batched_postgres.pgtypes import ColumnType
+from target_batched_postgres.sql import Identifier
 from target_batched_postgres.values import ENCODERS
 
 _COMPARISONS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
@@ -66,10 +67,8 @@ class WhereBuilder:
         if column_type is None:
             raise RecordRejected(f"where clause names column {name!r}, which the table lacks")
         encode = ENCODERS[column_type.kind]
-        column = sql.Identifier(name)
-        cast = sql.SQL("CAST(%s AS {})").format(
-            sql.Identifier(column_type.schema, column_type.name)
-        )
+        column = Identifier(name)
+        cast = sql.SQL("CAST(%s AS {})").format(Identifier(column_type.schema, column_type.name))
         op = node.get("op")
         value = node.get("value")
         if op in _COMPARISONS:
@@ -97,15 +96,13 @@ def build_update(
 ) -> sql.Composed:
     """UPDATE t SET c = CAST(%s AS type), ... WHERE condition."""
     assignments = [
-        sql.SQL("{} = CAST(%s AS {})").format(
-            sql.Identifier(name), sql.Identifier(ct.schema, ct.name)
-        )
+        sql.SQL("{} = CAST(%s AS {})").format(Identifier(name), Identifier(ct.schema, ct.name))
         for name, ct in set_columns
     ]
     return sql.SQL("UPDATE {} SET {} WHERE {}").format(
-        sql.Identifier(schema, table), sql.SQL(", ").join(assignments), condition
+        Identifier(schema, table), sql.SQL(", ").join(assignments), condition
     )
 
 
 def build_delete(schema: str, table: str, condition: sql.Composable) -> sql.Composed:
-    return sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, table), condition)
+    return sql.SQL("DELETE FROM {} WHERE {}").format(Identifier(schema, table), condition)

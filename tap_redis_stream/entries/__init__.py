@@ -6,11 +6,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import orjson
+
 OperationKind = Literal["insert", "update", "delete"]
 
 
 class EntryParseError(ValueError):
     """An entry that cannot be decoded. The tap adds stream key and entry ID."""
+
+
+# What decoding an entry and writing its RECORD may raise for a bad entry:
+# besides a parse error, nesting deeper than Python's recursion or orjson's
+# 254 levels allow (a where clause, `updatedModel`, a JSON row), or text orjson
+# refuses (a lone surrogate such as Haskell's `\55296`).
+ENTRY_FAILURES: tuple[type[Exception], ...] = (
+    EntryParseError,
+    RecursionError,
+    orjson.JSONEncodeError,
+)
+
+
+def as_parse_error(exc: Exception) -> EntryParseError:
+    """`exc` from decoding or writing an entry, as the parse error it is for the operator."""
+    if isinstance(exc, EntryParseError):
+        return exc
+    if isinstance(exc, RecursionError) or "Recursion limit" in str(exc):
+        return EntryParseError(
+            "nested too deeply: a Singer message holds at most 254 levels of JSON"
+        )
+    return EntryParseError(f"cannot be written as a Singer message: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

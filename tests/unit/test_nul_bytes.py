@@ -38,6 +38,8 @@ def test_dead_letter_reason_names_the_column_only_when_the_nul_caused_it():
     reason = describe_nul(record, nul_error, None)
     assert reason.startswith("column 'note' holds a NUL byte (U+0000)")
     assert reason.endswith(nul_error)
-    assert "nul_bytes=reject" in DeadLetter("t", record, "x", "22P05").params()[2]
+    assert "'note' holds a NUL byte" in DeadLetter("t", record, "x", "22P05").params()[2]
+    escaped = {"doc": '{"k": "v\\u0000"}'}
+    assert "'doc' holds JSON text with the escape" in describe_nul(escaped, "bad", "22P05")
     other = 'invalid input syntax for type integer: "x"'
     assert describe_nul(record, other, "22P02") == other
