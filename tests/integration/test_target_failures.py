@@ -192,3 +192,39 @@ def test_missing_privileges_are_named(tmp_path, pg_url, pg_conn):
         assert "permission denied" in result.stderr
     finally:
         pg_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_secrets_reach_neither_logs_nor_dead_letters(
+    tmp_path, pg_url, pg_schema, pg_conn, kafka_bootstrap
+):
+    """A password in database_url and a SASL password in kafka_producer_config appear
+    nowhere: not in the log, not in STATE output, not in any dead letter column."""
+    secret_url = psycopg.conninfo.make_conninfo(pg_url, password="pg-s3cret-pw")
+    producer = {"sasl.username": "drainer", "sasl.password": "kafka-s3cret-pw"}
+    cfg = config(
+        secret_url,
+        pg_schema,
+        kafka_enabled=True,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic_template=f"secrets-{pg_schema}",
+        kafka_producer_config=producer,
+        insert_batch_size=2,
+    )
+    source = {"_sdc_source_stream": "s"}
+    lines = [
+        schema_msg("people", {**PROPS, "age": {"type": ["integer", "null"]}}, ["id"]),
+        record_msg("people", {"id": 1, "age": 1, **source, "_sdc_source_entry_id": "1-1"}),
+        record_msg("people", {"id": 2, "age": "old", **source, "_sdc_source_entry_id": "1-2"}),
+        record_msg("people", {"id": 3, "name": "x\u0000", **source, "_sdc_source_entry_id": "1-3"}),
+        state_msg({"n": 3}),
+    ]
+    result = run_target_cli(tmp_path, cfg, lines)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Dead-lettering a record" in result.stderr
+    letters = pg_conn.execute(
+        sql.SQL("SELECT t::text FROM {} AS t").format(sql.Identifier(pg_schema, "_dead_letters"))
+    ).fetchall()
+    assert len(letters) == 2
+    for text in [result.stderr, result.stdout, *(row[0] for row in letters)]:
+        assert "pg-s3cret-pw" not in text
+        assert "kafka-s3cret-pw" not in text
