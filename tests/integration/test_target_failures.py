@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -228,3 +229,31 @@ def test_secrets_reach_neither_logs_nor_dead_letters(
     for text in [result.stderr, result.stdout, *(row[0] for row in letters)]:
         assert "pg-s3cret-pw" not in text
         assert "kafka-s3cret-pw" not in text
+
+
+def test_a_lock_held_elsewhere_is_a_bounded_wait(tmp_path, pg_url, pg_schema, pg_conn):
+    """statement_timeout_seconds bounds a wait for a lock: retried, then a clear failure."""
+    pg_conn.execute(
+        sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, name text)").format(
+            sql.Identifier(pg_schema, "people")
+        )
+    )
+    lines = [schema_msg("people", PROPS, ["id"]), record_msg("people", {"id": 1, "name": "a"})]
+    cfg = config(
+        pg_url, pg_schema, statement_timeout_seconds=1, max_attempts=2, retry_backoff_seconds=0.1
+    )
+    with psycopg.connect(pg_url) as holder:  # a transaction holding the table, never ending
+        holder.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.Identifier(pg_schema, "people")
+            )
+        )
+        started = time.monotonic()
+        result = run_target_cli(tmp_path, cfg, lines, timeout=60)
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    assert result.returncode != 0
+    assert "failed after 2 attempt(s)" in result.stderr
+    assert "canceling statement due to" in result.stderr  # statement or lock timeout
+    assert elapsed < 30
+    assert rows(pg_conn, pg_schema, "people") == []
