@@ -92,9 +92,25 @@ class Flusher:
         *,
         force_drain: bool = False,
     ) -> None:
-        started = time.perf_counter()
+        """Both steps of a batch flush, in order (the writer pipeline runs them apart)."""
+        self.publish_batch(route, records)
+        self.write_batch(route, keys, records, force_drain=force_drain)
+
+    def publish_batch(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
+        """Step 1: publish to Kafka and wait for every acknowledgement (if the route goes there)."""
         if route.to_kafka and self.kafka is not None:
             self.publish_to_kafka(route, records)
+
+    def write_batch(
+        self,
+        route: TableRoute,
+        keys: Sequence[str],
+        records: Sequence[dict[str, Any]],
+        *,
+        force_drain: bool = False,
+    ) -> None:
+        """Step 2, after step 1 succeeded: write PostgreSQL (Kafka-only tables: forced only)."""
+        started = time.perf_counter()
         if route.to_postgres or force_drain:
             self.write_to_postgres(route, keys, records)
         self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
@@ -103,7 +119,20 @@ class Flusher:
     def apply_change(
         self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
     ) -> None:
-        """An update or delete: Kafka (updates; deletes only when asked), then PostgreSQL.
+        """An update or delete: Kafka (updates; deletes only when asked), then PostgreSQL."""
+        self.publish_change(route, record, publish_deletes=publish_deletes)
+        self.write_change(route, record)
+
+    def publish_change(
+        self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
+    ) -> None:
+        """Step 1 of a change: updates go to Kafka; deletes only with `kafka_publish_deletes`."""
+        operation = record.get(control.OPERATION)
+        if route.to_kafka and self.kafka is not None and (operation == "update" or publish_deletes):
+            self.publish_to_kafka(route, [record])
+
+    def write_change(self, route: TableRoute, record: dict[str, Any]) -> None:
+        """Step 2 of a change: PostgreSQL.
 
         Kafka-only tables skip PostgreSQL for updates unless force-drained;
         deletes always reach PostgreSQL.
@@ -111,8 +140,6 @@ class Flusher:
         started = time.perf_counter()
         operation = record.get(control.OPERATION)
         forced = record.get(control.FORCE_DRAIN) is True
-        if route.to_kafka and self.kafka is not None and (operation == "update" or publish_deletes):
-            self.publish_to_kafka(route, [record])
         if operation == "delete" or route.to_postgres or forced:
             result = self.postgres.apply_change(route.spec, record)
             if result.dead_lettered:

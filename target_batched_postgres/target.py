@@ -295,7 +295,9 @@ class TargetBatchedPostgres(Target):
             flusher, target = self.flusher, route.snapshot()
             publish_deletes = bool(self._setting("kafka_publish_deletes"))
             self.pipeline.submit(
-                seq, lambda: flusher.apply_change(target, record, publish_deletes=publish_deletes)
+                seq,
+                lambda: flusher.publish_change(target, record, publish_deletes=publish_deletes),
+                lambda: flusher.write_change(target, record),
             )
             self._after_flush()
             return
@@ -352,11 +354,12 @@ class TargetBatchedPostgres(Target):
         *,
         force_drain: bool = False,
     ) -> None:
-        """Hand a flush to the writer thread (see pipeline.py)."""
+        """Hand a flush to the writer threads (see pipeline.py)."""
         flusher, target = self.flusher, route.snapshot()
         self.pipeline.submit(
             oldest_seq,
-            lambda: flusher.flush(target, columns, records, force_drain=force_drain),
+            lambda: flusher.publish_batch(target, records),
+            lambda: flusher.write_batch(target, columns, records, force_drain=force_drain),
         )
 
     def wait_durable(self) -> None:
