@@ -7,13 +7,11 @@ the stream serves every table (the SDK's stream-by-stream sync cannot).
 from __future__ import annotations
 
 import decimal
-import re
-import secrets
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
-import orjson
+import msgspec
 
 from tap_redis_stream import control
 from tap_redis_stream.entries import Operation
@@ -26,27 +24,12 @@ _CONTROL_SCHEMA: dict[str, Any] = {
     control.WHERE: {"type": ["object", "null"]},
     control.MODEL: {"type": ["object", "null"]},
 }
-# Decimals are written as exact JSON numbers: orjson cannot, so they pass as
-# marked strings that are unquoted afterwards. The mark carries a random
-# token per process: entry text can hold NUL bytes, and a fixed mark would let
-# a value such as "\x00decimal:true" turn into a bare JSON token (or a broken
-# line) on the way out.
-_DECIMAL_MARK = f"\x00decimal-{secrets.token_hex(8)}:"
-_DECIMAL_MARK_JSON = _DECIMAL_MARK.replace("\x00", "\\u0000").encode()
-_DECIMAL_PATTERN = re.compile(b'"' + re.escape(_DECIMAL_MARK_JSON) + rb'([^"]*)"')
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return _DECIMAL_MARK + str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+# Decimals are written as exact JSON numbers (every digit and the scale).
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
 def dumps(message: Mapping[str, Any]) -> bytes:
-    data = orjson.dumps(message, default=_default)
-    if _DECIMAL_MARK_JSON in data:
-        data = _DECIMAL_PATTERN.sub(rb"\1", data)
-    return data
+    return _ENCODER.encode(message)
 
 
 def json_type(value: Any) -> str | None:
@@ -142,6 +125,7 @@ class MessageWriter:
         self._deselected = deselected or set()
         self.tables: dict[str, TableSchema] = {}
         self.records_written = 0
+        self._pending: list[bytes] = []  # lines not written yet: out with the next STATE
 
     def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
         if operation.table in self._deselected:
@@ -173,8 +157,16 @@ class MessageWriter:
         self.records_written += 1
 
     def state(self, value: Mapping[str, Any]) -> None:
+        """Write the lines held back, then this STATE, in one write, and flush."""
         self._write({"type": "STATE", "value": value})
-        self._stream().flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the lines held back (SCHEMA and RECORD lines go out with the next STATE)."""
+        lines, self._pending = self._pending, []
+        stream = self._stream()
+        stream.write(b"".join(lines))
+        stream.flush()
 
     def _stream(self) -> ByteSink:
         # Looked up per call: tests and the SDK's runners swap sys.stdout.
@@ -183,7 +175,8 @@ class MessageWriter:
         return getattr(sys.stdout, "buffer", None) or _TextAdapter(sys.stdout)
 
     def _write(self, message: Mapping[str, Any]) -> None:
-        self._stream().write(dumps(message) + b"\n")
+        # Held until the next STATE: one write per read batch, not per record.
+        self._pending.append(dumps(message) + b"\n")
 
 
 class _TextAdapter:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import orjson
+import msgspec
 
 OperationKind = Literal["insert", "update", "delete"]
 
@@ -16,13 +16,14 @@ class EntryParseError(ValueError):
 
 
 # What decoding an entry and writing its RECORD may raise for a bad entry:
-# besides a parse error, nesting deeper than Python's recursion or orjson's
-# 254 levels allow (a where clause, `updatedModel`, a JSON row), or text orjson
-# refuses (a lone surrogate such as Haskell's `\55296`).
+# besides a parse error, nesting deeper than Python's recursion allows (a
+# where clause, `updatedModel`, a JSON row: several hundred levels), or text
+# that is not valid UTF-8 (a lone surrogate such as Haskell's `\55296`).
 ENTRY_FAILURES: tuple[type[Exception], ...] = (
     EntryParseError,
     RecursionError,
-    orjson.JSONEncodeError,
+    UnicodeEncodeError,
+    msgspec.EncodeError,
 )
 
 
@@ -32,7 +33,7 @@ def as_parse_error(exc: Exception) -> EntryParseError:
         return exc
     if isinstance(exc, RecursionError) or "Recursion limit" in str(exc):
         return EntryParseError(
-            "nested too deeply: a Singer message holds at most 254 levels of JSON"
+            "nested too deeply to be written as a Singer message (several hundred levels of JSON)"
         )
     return EntryParseError(f"cannot be written as a Singer message: {exc}")
 

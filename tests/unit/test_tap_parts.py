@@ -63,6 +63,8 @@ def test_writer_emits_schema_once_then_on_growth():
     writer.record(Operation("t", "insert", {"id": 1}), "k", "1-1")
     writer.record(Operation("t", "insert", {"id": 2}), "k", "1-2")
     writer.record(Operation("t", "insert", {"id": 3, "y": "z"}), "k", "1-3")
+    assert out.getvalue() == b""  # held back until the batch's STATE (or a flush)
+    writer.flush()
     kinds = [line.split(b'"type":"')[1].split(b'"')[0] for line in out.getvalue().splitlines()]
     assert kinds == [b"SCHEMA", b"RECORD", b"RECORD", b"SCHEMA", b"RECORD"]
 
@@ -114,6 +116,7 @@ def test_a_table_first_seen_in_a_delete_gets_a_schema():
     writer.record(
         Operation("t", "delete", {}, where={"column": "id", "op": "=", "value": 1}), "k", "1-1"
     )
+    writer.flush()
     assert [line.split(b'"type":"')[1][:6] for line in out.getvalue().splitlines()] == [
         b"SCHEMA",
         b"RECORD",
