@@ -21,32 +21,38 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import redis as redis_lib
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from tests import fault_workload as fw
+from tests.fault_pipeline import (
+    Kill,
+    Pipeline,
+    Run,
+    Servers,
+    log_tail,
+    meltano_bin,
+    meltano_run,
+    meltano_state,
+    prepare_meltano_project,
+    read_topics,
+    restart,
+)
 from tests.kv_workload import TABLES
 from tests.servers import (
     Server,
-    _wait_for_kafka,
-    _wait_for_port,
-    _wait_for_postgres,
     kafka_from_env_or_start,
     postgres_from_env_or_start,
     redis_from_env_or_start,
@@ -55,9 +61,6 @@ from tests.servers import (
     start_redis,
 )
 
-BIN = Path(sys.executable).parent
-TAP_BIN = BIN / "tap-redis-stream"
-TARGET_BIN = BIN / "target-batched-postgres"
 DEAD_LETTERS = "_dead_letters"
 # Point -> highest pass to stop at. Small on purpose: each rerun resumes from the
 # last STATE, so early kills still land all over the workload, and few runs
@@ -67,268 +70,25 @@ TARGET_POINTS = {
     "after_kafka_ack": 25,
     "during_fallback": 10,
     "before_pg_commit": 3,
-    "before_state": 4,
+    "before_state": 3,
 }
 TAP_POINTS = {"between_reads": 5}
-RUN_TIMEOUT_SECONDS = 180.0
-
-
-@dataclass(frozen=True)
-class Kill:
-    """SIGKILL the tap or the target at a named fault point (n-th pass) or after a delay."""
-
-    process: str  # "tap" | "target"
-    point: str | None = None
-    after: int = 1
-    delay: float = 0.0
-
-    def __str__(self) -> str:
-        where = f"{self.point}#{self.after}" if self.point else f"t+{self.delay:.2f}s"
-        return f"{self.process}@{where}"
 
 
 def random_kill(rnd: random.Random) -> Kill:
     """A third at random moments, the rest at named points of the target or the tap."""
     roll = rnd.random()
     if roll < 0.33:
-        # Start-up takes about a second; the work after it one to two.
-        return Kill(rnd.choice(["tap", "target", "target"]), delay=rnd.uniform(0.9, 2.2))
+        # Start-up takes about a second; the work after it one to two, and the
+        # tap, a pipe buffer ahead, is done well before the target.
+        if rnd.random() < 0.3:
+            return Kill("tap", delay=rnd.uniform(0.7, 1.3))
+        return Kill("target", delay=rnd.uniform(0.9, 2.2))
     if roll < 0.43:
         point, most = rnd.choice(sorted(TAP_POINTS.items()))
         return Kill("tap", point, rnd.randint(1, most))
     point, most = rnd.choice(sorted(TARGET_POINTS.items()))
     return Kill("target", point, rnd.randint(1, most))
-
-
-@dataclass
-class Run:
-    """One tap | target run: how it ended and every STATE the target printed."""
-
-    kill: Kill | None
-    killed: bool
-    tap_rc: int | None
-    target_rc: int | None
-    states: list[tuple[dt.datetime, dict[str, Any]]]
-    seconds: float
-    logs: Path
-
-    @property
-    def clean(self) -> bool:
-        return not self.killed and self.tap_rc == 0 and self.target_rc == 0
-
-    def stderr(self, process: str) -> str:
-        return (self.logs / f"{process}.log").read_text(errors="replace")
-
-
-def _env_without_faults(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRAINER_FAULT_")}
-    return {**env, **extra}
-
-
-class Pipeline:
-    """`tap-redis-stream | target-batched-postgres`, resuming from the last STATE printed."""
-
-    def __init__(self, workdir: Path, tap_config: dict[str, Any], target_config: dict[str, Any]):
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.tap_config = workdir / "tap.json"
-        self.target_config = workdir / "target.json"
-        self.tap_config.write_text(json.dumps(tap_config))
-        self.target_config.write_text(json.dumps(target_config))
-        self.state: dict[str, Any] | None = None
-        self.runs: list[Run] = []
-
-    def run(
-        self,
-        kill: Kill | None = None,
-        *,
-        during: Callable[[], None] | None = None,
-        timeout: float = RUN_TIMEOUT_SECONDS,
-    ) -> Run:
-        """One run; `during` is called (in a thread) once the target printed two STATEs."""
-        logs = self.workdir / f"run-{len(self.runs)}"
-        logs.mkdir()
-        tap_cmd = [str(TAP_BIN), "--config", str(self.tap_config)]
-        if self.state is not None:
-            (logs / "state.json").write_text(json.dumps(self.state))
-            tap_cmd += ["--state", str(logs / "state.json")]
-        env = {"tap": _env_without_faults({}), "target": _env_without_faults({})}
-        if kill is not None and kill.point is not None:
-            env[kill.process] |= {
-                "DRAINER_FAULT_POINT": kill.point,
-                "DRAINER_FAULT_AFTER": str(kill.after),
-            }
-        started = time.monotonic()
-        states: list[tuple[dt.datetime, dict[str, Any]]] = []
-        with (logs / "tap.log").open("wb") as tap_err, (logs / "target.log").open("wb") as tgt_err:
-            tap = subprocess.Popen(tap_cmd, stdout=subprocess.PIPE, stderr=tap_err, env=env["tap"])
-            target = subprocess.Popen(
-                [str(TARGET_BIN), "--config", str(self.target_config)],
-                stdin=tap.stdout,
-                stdout=subprocess.PIPE,
-                stderr=tgt_err,
-                env=env["target"],
-            )
-            assert tap.stdout is not None
-            assert target.stdout is not None
-            tap.stdout.close()  # the tap alone holds the pipe: it sees the target die
-            reader = threading.Thread(target=_read_states, args=(target.stdout, states))
-            reader.start()
-            victim = {"tap": tap, "target": target}[kill.process] if kill else None
-            timer = None
-            if kill is not None and kill.point is None and victim is not None:
-                timer = threading.Timer(kill.delay, _sigkill, args=(victim,))
-                timer.start()
-            helper = None
-            if during is not None:
-                helper = threading.Thread(target=_after_states, args=(states, 2, during, target))
-                helper.start()
-            try:
-                target.wait(timeout)
-                tap.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _sigkill(tap)
-                _sigkill(target)
-                raise RuntimeError(f"run {logs} did not end within {timeout} s") from None
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                reader.join(30)
-                if helper is not None:
-                    helper.join(120)
-        run = Run(
-            kill,
-            victim is not None and victim.returncode == -signal.SIGKILL,
-            tap.returncode,
-            target.returncode,
-            states,
-            time.monotonic() - started,
-            logs,
-        )
-        if states:
-            self.state = states[-1][1]
-        self.runs.append(run)
-        return run
-
-    def run_to_completion(self, attempts: int = 3) -> Run:
-        for _ in range(attempts):
-            run = self.run()
-            if run.clean:
-                return run
-        raise RuntimeError(
-            f"no clean run in {attempts} attempts: {run.logs}\n{run.stderr('target')[-2000:]}"
-            f"\n{run.stderr('tap')[-2000:]}"
-        )
-
-
-def _read_states(out: IO[bytes], states: list[tuple[dt.datetime, dict[str, Any]]]) -> None:
-    for line in out:
-        seen = dt.datetime.now(dt.UTC)
-        with contextlib.suppress(ValueError):
-            value = json.loads(line)
-            if isinstance(value, dict) and isinstance(value.get("stream_ids"), dict):
-                states.append((seen, value))
-
-
-def _after_states(
-    states: list[Any], count: int, action: Callable[[], None], target: subprocess.Popen[bytes]
-) -> None:
-    """Wait until `count` STATEs arrived (or the target ended), then act."""
-    while len(states) < count and target.poll() is None:
-        time.sleep(0.02)
-    action()
-
-
-def _sigkill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-
-
-# -- servers ----------------------------------------------------------------------
-
-
-@dataclass
-class Servers:
-    postgres: str
-    redis: str
-    kafka: str
-
-
-def restart(server: Server, sig: int = signal.SIGKILL, down_seconds: float = 0.0) -> None:
-    """Stop a server we started with `sig`, then start the same command on the same port.
-
-    PostgreSQL keeps its data folder (an immediate shutdown is a crash its WAL
-    recovers from); Redis keeps what its append-only file holds; Tansu, memory
-    only, comes back empty.
-    """
-    if server.external or server.proc is None or server.workdir is None:
-        raise RuntimeError(f"cannot restart external {server.name}")
-    argv = [str(a) for a in server.proc.args]  # type: ignore[union-attr]
-    server.proc.send_signal(sig)
-    server.proc.wait(timeout=30)
-    time.sleep(down_seconds)
-    log = server.workdir / f"{server.name}-restart.log"
-    with log.open("ab") as out:
-        server.proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=server.workdir
-        )
-    _wait_for_port(server.port, server.proc, server.name, log)
-    if server.name == "postgres":
-        _wait_for_postgres(server.url, server.proc, log)
-    elif server.name == "kafka":
-        _wait_for_kafka(server.url, server.proc, log)
-
-
-def read_topics(
-    bootstrap: str, topics: Sequence[str], *, quiet_seconds: float = 1.5, timeout: float = 90.0
-) -> list[fw.KafkaMessage]:
-    """Every message of the topics, from the beginning.
-
-    Read until every partition passed its high watermark and nothing new came
-    for `quiet_seconds`: Tansu 0.6 reports a high watermark that can lag
-    behind the last record of a multi-record batch, so it is only a floor.
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"fault-harness-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(timeout=15)
-        floors: dict[tuple[str, int], int] = {}
-        for topic in topics:
-            if topic in metadata.topics:
-                for partition in metadata.topics[topic].partitions:
-                    high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 15)[1]
-                    floors[(topic, partition)] = high
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in floors])
-        floors = {place: high for place, high in floors.items() if high > 0}
-        messages: list[fw.KafkaMessage] = []
-        deadline = time.monotonic() + timeout
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                if not floors and time.monotonic() - last_new >= quiet_seconds:
-                    return messages
-                continue
-            last_new = time.monotonic()
-            raw: Any = msg.headers() or []
-            headers = {str(k): bytes(v) for k, v in raw if v is not None}
-            value: Any = msg.value() or b""
-            messages.append(fw.KafkaMessage(str(msg.topic()), bytes(value), headers))
-            place = (str(msg.topic()), int(msg.partition() or 0))
-            if place in floors and (msg.offset() or 0) + 1 >= floors[place]:
-                del floors[place]
-        raise RuntimeError(
-            f"Kafka partitions not read to their end in {timeout} s: {sorted(floors)}"
-        )
-    finally:
-        consumer.close()
 
 
 # -- scenarios --------------------------------------------------------------------
@@ -496,7 +256,10 @@ def kill_chain(scenario: Scenario, draw: Callable[[], Kill], kills: int) -> Outc
                 done.append(kill)
                 continue
             if not run.clean:
-                raise RuntimeError(f"run failed without being killed ({kill}): {run.logs}")
+                raise RuntimeError(
+                    f"run failed without being killed ({kill}): {run.logs}\n"
+                    f"target: {log_tail(run.stderr('target'))}\ntap: {log_tail(run.stderr('tap'))}"
+                )
             break  # completed before the kill came: nothing left to kill
         else:
             pipeline.run_to_completion()
@@ -625,48 +388,6 @@ def run_server_failure(servers: Servers, workdir: Path, how: str, *, seed: int) 
 
 # -- Meltano ------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def meltano_bin() -> Path:
-    return Path(os.environ.get("MELTANO_BIN", ROOT / ".venv-meltano" / "bin" / "meltano"))
-
-
-def prepare_meltano_project(path: Path) -> Path:
-    """A Meltano project with this repository's two plugins (`meltano install`ed)."""
-    import yaml
-
-    spec = yaml.safe_load((ROOT / "meltano.yml").read_text())
-    for plugins in spec["plugins"].values():
-        for plugin in plugins:
-            plugin["pip_url"] = f"-e {ROOT}"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "meltano.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    _meltano(path, {}, "install", check=True)
-    return path
-
-
-def _meltano(
-    project: Path, env: Mapping[str, str], *args: str, check: bool = False
-) -> subprocess.CompletedProcess[str]:
-    binary = meltano_bin()
-    result = subprocess.run(
-        [str(binary), *args],
-        cwd=project,
-        env={
-            **_env_without_faults(env),
-            "PATH": f"{binary.parent}:{os.environ['PATH']}",
-            "MELTANO_DATABASE_URI": f"sqlite:///{project}/.meltano/meltano.db",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"meltano {' '.join(args)} failed: {result.stderr[-3000:]}")
-    return result
-
 
 def meltano_env(scenario: Scenario) -> dict[str, str]:
     """The scenario's settings as Meltano variables.
@@ -686,15 +407,6 @@ def meltano_env(scenario: Scenario) -> dict[str, str]:
     }
 
 
-def meltano_state(project: Path, suffix: str) -> dict[str, Any] | None:
-    listed = _meltano(project, {}, "state", "list", check=True).stdout.split()
-    state_id = next((s for s in listed if s.endswith(f":{suffix}")), None)
-    if state_id is None:
-        return None
-    got = json.loads(_meltano(project, {}, "state", "get", state_id, check=True).stdout)
-    return dict(got.get("singer_state") or got)
-
-
 def meltano_kill(project: Path, scenario: Scenario, kill: Kill) -> Outcome:
     """`meltano run` killed at a fault point, then `meltano run` again: resumes from its state."""
     started = time.monotonic()
@@ -704,7 +416,7 @@ def meltano_kill(project: Path, scenario: Scenario, kill: Kill) -> Outcome:
     states: list[tuple[dt.datetime, dict[str, Any]]] = []
     try:
         faulty = {"DRAINER_FAULT_POINT": str(kill.point), "DRAINER_FAULT_AFTER": str(kill.after)}
-        first = _meltano(project, env | faulty, *job)
+        first = meltano_run(project, env | faulty, *job)
         if first.returncode == 0:
             raise RuntimeError(f"meltano run was not killed at {kill}: {first.stderr[-2000:]}")
         if f"fault point {kill.point!r} reached" not in first.stderr:
@@ -712,7 +424,7 @@ def meltano_kill(project: Path, scenario: Scenario, kill: Kill) -> Outcome:
         saved = meltano_state(project, scenario.tag)
         if saved is not None:
             states.append((dt.datetime.now(dt.UTC), saved))
-        second = _meltano(project, env, *job)
+        second = meltano_run(project, env, *job)
         if second.returncode != 0:
             raise RuntimeError(f"meltano rerun failed: {second.stderr[-3000:]}")
         final = meltano_state(project, scenario.tag)
