@@ -436,11 +436,12 @@ class PostgresWriter:
 class RowEncoder:
     """The batch parameter of `build_insert`: a JSON array of rows keyed by column.
 
-    Records whose keys are their column names and that have no array column
-    are encoded as they are (one C call for the whole batch; other keys are
-    ignored by `json_to_recordset`). Otherwise each row is rebuilt with
-    column-name keys and array values rendered as array literals, which a
-    JSON array is not.
+    Records whose keys are their column names are encoded as they are (one C
+    call for the whole batch; other keys are ignored by `json_to_recordset`),
+    flat lists included: the statement takes an array column's JSON array
+    element by element. Otherwise (a renamed column, or a nested list, which
+    becomes a multi-dimensional array) each row is rebuilt with column-name
+    keys and its array values rendered as array literals.
     """
 
     def __init__(
@@ -451,12 +452,13 @@ class RowEncoder:
             (key, name, ENCODERS[Kind.ARRAY] if ct.kind is Kind.ARRAY else None)
             for key, name, ct in zip(keys, names, types, strict=True)
         ]
-        self._as_is = all(key == name and enc is None for key, name, enc in self._plan)
+        self._renamed = any(key != name for key, name, _ in self._plan)
+        self._array_keys = [key for key, _, enc in self._plan if enc is not None]
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> Any:
         if not self._keys:
             return len(rows)
-        if self._as_is:
+        if not self._renamed and not self._nested_lists(rows):
             return to_json_bytes(rows).decode()
         plan = self._plan
         return to_json_bytes(
@@ -468,6 +470,14 @@ class RowEncoder:
                 for row in rows
             ]
         ).decode()
+
+    def _nested_lists(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        for key in self._array_keys:
+            for row in rows:
+                value = row.get(key)
+                if type(value) is list and any(type(item) is list for item in value):
+                    return True
+        return False
 
 
 def column_name(key: str) -> str:

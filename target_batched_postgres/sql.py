@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.abc import AdaptContext
 
 from target_batched_postgres.identifiers import fit_identifier
-from target_batched_postgres.pgtypes import ColumnType
+from target_batched_postgres.pgtypes import ColumnType, Kind
 
 
 class Identifier(sql.Identifier):
@@ -130,8 +130,9 @@ def build_insert(
             target, conflict
         )
     names = [Identifier(c) for c in columns]
-    casts = [
-        sql.SQL("CAST(x.{} AS {})").format(name, _type(ct))
+    casts = [_value(name, ct) for name, ct in zip(names, types, strict=True)]
+    definitions = [
+        sql.SQL("{} json" if ct.kind is Kind.ARRAY else "{} text").format(name)
         for name, ct in zip(names, types, strict=True)
     ]
     statement = "INSERT INTO {} ({}) SELECT {} FROM json_to_recordset(%s::json) AS x({}){}"
@@ -139,9 +140,25 @@ def build_insert(
         target,
         sql.SQL(", ").join(names),
         sql.SQL(", ").join(casts),
-        sql.SQL(", ").join(sql.SQL("{} text").format(name) for name in names),
+        sql.SQL(", ").join(definitions),
         conflict,
     )
+
+
+def _value(name: Identifier, column_type: ColumnType) -> sql.Composable:
+    """A row value cast into its column: from text, or for an array column from JSON.
+
+    An array column takes a flat JSON array element by element (each element's
+    text, JSON null as NULL), or a string holding an array literal (what the
+    client sends for nested arrays, and whatever else a record holds there).
+    """
+    if column_type.kind is not Kind.ARRAY:
+        return sql.SQL("CAST(x.{} AS {})").format(name, _type(column_type))
+    return sql.SQL(
+        "CASE json_typeof(x.{0}) WHEN 'array'"
+        " THEN CAST(ARRAY(SELECT json_array_elements_text(x.{0})) AS {1})"
+        " ELSE CAST(x.{0} #>> '{{}}' AS {1}) END"
+    ).format(name, _type(column_type))
 
 
 def build_create_dead_letter_table(schema: str, table: str) -> sql.Composed:

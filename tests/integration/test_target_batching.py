@@ -264,3 +264,38 @@ def test_created_table_types_follow_the_schema(pg_url, pg_schema, pg_conn):
         (f'"{pg_schema}"."typed"',),
     ).fetchall()
     assert pk == [("id",)]
+
+
+def test_array_columns_flat_nested_null_elements_and_literals(pg_url, pg_schema, pg_conn):
+    """Flat lists travel as JSON arrays, nested ones as array literals: same rows either way."""
+    pg_conn.execute(
+        sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, tags text[], grid bigint[])").format(
+            sql.Identifier(pg_schema, "arrays")
+        )
+    )
+    props = {
+        "id": {"type": "integer"},
+        "tags": {"type": ["array", "string", "null"]},
+        "grid": {"type": ["array", "null"]},
+    }
+    records = [
+        {"id": 1, "tags": ['quote"d', "com,ma", "back\\slash", None, ""], "grid": [1, 2]},
+        {"id": 2, "tags": ["{braces}", "NULL"], "grid": [[1, 2], [3, 4]]},  # nested: literal
+        {"id": 3, "tags": "{x,y}", "grid": None},  # already an array literal
+        {"id": 4, "tags": [], "grid": []},
+    ]
+    lines = [schema_msg("arrays", props, ["id"])] + [record_msg("arrays", r) for r in records]
+    for batch_size in (1, 4):  # alone (the flat path) and together (the nested path for all)
+        pg_conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(pg_schema, "arrays")))
+        run_target(config(pg_url, pg_schema, insert_batch_size=batch_size), lines)
+        got = pg_conn.execute(
+            sql.SQL("SELECT id, tags, grid FROM {} ORDER BY id").format(
+                sql.Identifier(pg_schema, "arrays")
+            )
+        ).fetchall()
+        assert got == [
+            (1, ['quote"d', "com,ma", "back\\slash", None, ""], [1, 2]),
+            (2, ["{braces}", "NULL"], [[1, 2], [3, 4]]),
+            (3, ["x", "y"], None),
+            (4, [], []),
+        ], batch_size
