@@ -75,7 +75,12 @@ def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMe
 
 
 class Flusher:
-    """Makes a batch durable: acknowledged by Kafka, then committed in PostgreSQL."""
+    """Makes a batch durable: acknowledged by Kafka, then committed in PostgreSQL.
+
+    Each flush is two steps, `publish_*` then `write_*`, which the target's
+    writer pipeline runs on two threads, the second only after the first
+    succeeded (see pipeline.py).
+    """
 
     def __init__(
         self, kafka: KafkaPublisher | None, postgres: PostgresWriter, metrics: Metrics
@@ -83,18 +88,6 @@ class Flusher:
         self.kafka = kafka
         self.postgres = postgres
         self.metrics = metrics
-
-    def flush(
-        self,
-        route: TableRoute,
-        keys: Sequence[str],
-        records: Sequence[dict[str, Any]],
-        *,
-        force_drain: bool = False,
-    ) -> None:
-        """Both steps of a batch flush, in order (the writer pipeline runs them apart)."""
-        self.publish_batch(route, records)
-        self.write_batch(route, keys, records, force_drain=force_drain)
 
     def publish_batch(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
         """Step 1: publish to Kafka and wait for every acknowledgement (if the route goes there)."""
@@ -115,13 +108,6 @@ class Flusher:
             self.write_to_postgres(route, keys, records)
         self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
         self.metrics.log_totals_if_due()
-
-    def apply_change(
-        self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
-    ) -> None:
-        """An update or delete: Kafka (updates; deletes only when asked), then PostgreSQL."""
-        self.publish_change(route, record, publish_deletes=publish_deletes)
-        self.write_change(route, record)
 
     def publish_change(
         self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
