@@ -135,6 +135,9 @@ class Bench:
     # -- helpers ----------------------------------------------------------------
 
     def fresh_schema(self, *, w1_table: bool) -> str:
+        if self.schema_number:  # the previous run's rows: no autovacuum on them during this one
+            previous = sql.Identifier(f"bench_{self.schema_number}")
+            self.conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(previous))
         self.schema_number += 1
         schema = f"bench_{self.schema_number}"
         self.conn.execute(
