@@ -42,16 +42,6 @@ VALIDATE_RECORDS_DESCRIPTION = (
     "rejects goes to the dead-letter table with the reason; jsonschema validation "
     "only adds log lines, and costs about half the throughput."
 )
-# SDK metadata columns dropped from records unless `add_record_metadata` is on.
-SDC_METADATA = (
-    "_sdc_extracted_at",
-    "_sdc_received_at",
-    "_sdc_batched_at",
-    "_sdc_deleted_at",
-    "_sdc_sequence",
-    "_sdc_table_version",
-    "_sdc_sync_started_at",
-)
 
 
 class TargetBatchedPostgres(Target):
@@ -242,9 +232,8 @@ class TargetBatchedPostgres(Target):
         if sink is None or not isinstance(record, dict):
             super()._process_record_message(message_dict)
             return
-        for name in SDC_METADATA:
-            if name in record:
-                del record[name]
+        # The SDK's own steps for this case: no metadata columns, key check.
+        sink._remove_sdc_metadata_from_record(record)
         sink._singer_validate_message(record)
         sink.tally_record_read()
         self.accept(sink.route, record)
