@@ -299,3 +299,30 @@ def test_array_columns_flat_nested_null_elements_and_literals(pg_url, pg_schema,
             (3, ["x", "y"], None),
             (4, [], []),
         ], batch_size
+
+
+def test_sdk_metadata_columns_dropped_unless_asked_for(pg_url, pg_schema, pg_conn):
+    """The direct record path drops `_sdc_*` metadata as the SDK would; asked for, it lands."""
+    extracted = "2024-06-01T00:00:00+00:00"
+    props = {**PROPS, "_sdc_extracted_at": {"type": ["string", "null"], "format": "date-time"}}
+    for stream, extra in (("plain", {}), ("with_meta", {"add_record_metadata": True})):
+        lines = [schema_msg(stream, props, ["id"])]
+        lines += [
+            record_msg(stream, {"id": i, "name": "n", "_sdc_extracted_at": extracted})
+            for i in (1, 2)
+        ]
+        run_target(config(pg_url, pg_schema, **extra), lines)
+    columns = {
+        table: {
+            name
+            for (name,) in pg_conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s",
+                (pg_schema, table),
+            )
+        }
+        for table in ("plain", "with_meta")
+    }
+    assert "_sdc_extracted_at" not in columns["plain"]
+    assert "_sdc_extracted_at" in columns["with_meta"]
+    assert [r[0] for r in rows(pg_conn, pg_schema, "plain")] == [1, 2]
