@@ -24,7 +24,9 @@ $(MELTANO_VENV)/.installed:
 install: $(BIN)/.installed
 
 meltano: $(MELTANO_VENV)/.installed $(BIN)/.installed
-	PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" $(MELTANO) install
+	@# uv compiles no bytecode by default; with PYTHONDONTWRITEBYTECODE set (CI,
+	@# containers) each plugin run would compile its imports again, ~0.8 s of CPU.
+	UV_COMPILE_BYTECODE=1 PATH="$(CURDIR)/$(MELTANO_VENV)/bin:$$PATH" $(MELTANO) install
 
 lint: install
 	$(BIN)/ruff check .
