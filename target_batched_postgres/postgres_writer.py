@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
 
@@ -41,6 +42,7 @@ from target_batched_postgres.sql import (
     build_create_table,
     build_insert,
     build_insert_dead_letter,
+    build_populate_insert,
 )
 from target_batched_postgres.values import ENCODERS, to_json_bytes
 from target_batched_postgres.where import WhereBuilder, build_delete, build_update
@@ -123,7 +125,7 @@ class PostgresWriter:
         self._metrics = metrics
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, dict[str, ColumnType]] = {}
-        self._plans: dict[tuple[Any, ...], tuple[sql.Composed, RowEncoder]] = {}
+        self._plans: dict[tuple[Any, ...], InsertPlan] = {}
         self._prepared = False
 
     # -- connection -------------------------------------------------------------
@@ -287,12 +289,12 @@ class PostgresWriter:
         columns = {key: column_name(key) for key in keys}
         types = self._ensure_columns(spec, columns, records)
         names = tuple(columns[k] for k in keys)
-        statement, encode = self._insert_plan(spec, tuple(keys), names, types)
+        plan = self._insert_plan(spec, tuple(keys), names, types)
         pk = [column_name(k) for k in spec.key_properties]
         rows = _dedupe_by_key(records, spec.key_properties) if self._upserting(pk) else records
         try:
             # One statement in autocommit: atomic on its own, one round trip.
-            self._insert(statement, encode, rows)
+            self._insert(plan, rows)
             return WriteResult(len(records), 0, fallback_used=False)
         except RecordRejected as batch_error:
             if len(rows) == 1:
@@ -309,7 +311,7 @@ class PostgresWriter:
             )
         # The rows that pass and the dead letters of those that fail commit together.
         with self._transaction():
-            failed = self._fallback(statement, encode, spec.name, rows)
+            failed = self._fallback(plan, spec.name, rows)
             self._dead_letter_all(failed)
         return WriteResult(len(rows) - len(failed), len(failed), fallback_used=True)
 
@@ -319,8 +321,8 @@ class PostgresWriter:
         keys: tuple[str, ...],
         names: tuple[str, ...],
         types: Mapping[str, ColumnType],
-    ) -> tuple[sql.Composed, RowEncoder]:
-        """The signature's INSERT and row encoder, built once per column types."""
+    ) -> InsertPlan:
+        """The signature's INSERT statements and row encoder, built once per column types."""
         column_types = tuple(types[n] for n in names)
         cache_key = (spec.name, keys, column_types)
         plan = self._plans.get(cache_key)
@@ -334,7 +336,16 @@ class PostgresWriter:
                 on_conflict=self._on_conflict,
                 key_columns=pk,
             )
-            plan = (statement, RowEncoder(keys, names, column_types))
+            populate = None
+            if all(ct.schema == "pg_catalog" for ct in column_types):
+                populate = build_populate_insert(
+                    self.schema, spec.name, names, on_conflict=self._on_conflict, key_columns=pk
+                )
+            # Columns named like control properties the rows carry but do not
+            # insert: json_populate_recordset would still read those values.
+            shadowed = bool((control.CONTROL_PROPERTIES & types.keys()) - set(names))
+            encode = RowEncoder(keys, names, column_types, rebuild=shadowed)
+            plan = InsertPlan(statement, populate, encode)
             if len(self._plans) >= MAX_CACHED_PLANS:
                 self._plans.clear()
             self._plans[cache_key] = plan
@@ -388,25 +399,23 @@ class PostgresWriter:
     def _upserting(self, pk: Sequence[str]) -> bool:
         return self._on_conflict is OnConflict.UPSERT and bool(pk)
 
-    def _insert(
-        self, statement: sql.Composed, encode: RowEncoder, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        self._execute(statement, [encode(rows)])
+    def _insert(self, plan: InsertPlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        param = plan.encode.populate(rows) if plan.populate is not None else None
+        if plan.populate is not None and param is not None:
+            self._execute(plan.populate, [param])
+        else:
+            self._execute(plan.insert, [plan.encode(rows)])
         self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
 
     def _fallback(
-        self,
-        statement: sql.Composed,
-        encode: RowEncoder,
-        table: str,
-        rows: Sequence[Mapping[str, Any]],
+        self, plan: InsertPlan, table: str, rows: Sequence[Mapping[str, Any]]
     ) -> list[DeadLetter]:
         """Write each row in its own savepoint; return the rows that still fail."""
         failed: list[DeadLetter] = []
         for row in rows:
             try:
                 with self._transaction():
-                    self._insert(statement, encode, [row])
+                    self._insert(plan, [row])
             except RecordRejected as exc:
                 failed.append(DeadLetter(table, row, str(exc), exc.sqlstate))
             fault_point("during_fallback")
@@ -433,27 +442,83 @@ class PostgresWriter:
         fault_point("before_pg_commit")  # every caller holds a transaction open here
 
 
+@dataclass(frozen=True, slots=True)
+class InsertPlan:
+    """A signature's batch statements: `populate` when the batch allows it, else `insert`."""
+
+    insert: sql.Composed
+    populate: sql.Composed | None
+    encode: RowEncoder
+
+
+def _embedded_json(text: str) -> msgspec.Raw | None:
+    """A string bound for a json/jsonb column, as the JSON it holds; None when it holds none."""
+    try:
+        msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return msgspec.Raw(text.encode())
+
+
 class RowEncoder:
-    """The batch parameter of `build_insert`: a JSON array of rows keyed by column.
+    """The batch parameter of `build_insert` and `build_populate_insert`: a JSON array of rows.
 
     Records whose keys are their column names are encoded as they are (one C
-    call for the whole batch; other keys are ignored by `json_to_recordset`),
-    flat lists included: the statement takes an array column's JSON array
-    element by element. Otherwise (a renamed column, or a nested list, which
-    becomes a multi-dimensional array) each row is rebuilt with column-name
-    keys and its array values rendered as array literals.
+    call for the whole batch; other keys are ignored), flat lists included.
+    Otherwise (a renamed column, a string in a json column, or for
+    `build_insert` a nested list, which becomes a multi-dimensional array)
+    each row is rebuilt with column-name keys.
     """
 
     def __init__(
-        self, keys: Sequence[str], names: Sequence[str], types: Sequence[ColumnType]
+        self,
+        keys: Sequence[str],
+        names: Sequence[str],
+        types: Sequence[ColumnType],
+        *,
+        rebuild: bool = False,
     ) -> None:
         self._keys = list(keys)
         self._plan = [
             (key, name, ENCODERS[Kind.ARRAY] if ct.kind is Kind.ARRAY else None)
             for key, name, ct in zip(keys, names, types, strict=True)
         ]
-        self._renamed = any(key != name for key, name, _ in self._plan)
+        self._renamed = rebuild or any(key != name for key, name, _ in self._plan)
         self._array_keys = [key for key, _, enc in self._plan if enc is not None]
+        # (key, column, jsonb?) of json and jsonb columns
+        self._json = [
+            (key, name, ct.name == "jsonb")
+            for key, name, ct in zip(keys, names, types, strict=True)
+            if ct.kind is Kind.JSON
+        ]
+
+    def populate(self, rows: Sequence[Mapping[str, Any]]) -> str | None:
+        """For `build_populate_insert`; None when the batch must take `build_insert`.
+
+        That is when a jsonb column holds a string that is not JSON (the cast
+        rejects it with PostgreSQL's own error) or a json column holds a string
+        at all (the cast keeps its text byte for byte, whitespace included).
+        """
+        strings = False
+        for key, _, jsonb in self._json:
+            if any(type(row.get(key)) is str for row in rows):
+                if not jsonb:
+                    return None
+                strings = True
+        if not self._renamed and not strings:
+            return to_json_bytes(rows).decode()
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            new = {name: row.get(key) for key, name, _ in self._plan}
+            for _, name, _ in self._json:
+                value = new[name]
+                if type(value) is str:
+                    embedded = _embedded_json(value)
+                    if embedded is None:
+                        return None
+                    new[name] = embedded
+            out.append(new)
+        return to_json_bytes(out).decode()
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> Any:
         if not self._keys:
