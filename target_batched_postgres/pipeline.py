@@ -12,6 +12,12 @@ release it) without changing what is written or in which order:
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
   so no STATE passes a record that is not durable yet (`oldest_waiting_seq`);
 - at most `depth` flushes wait before each step, so memory stays bounded;
+- consecutive batch flushes of the same table and column signature that are
+  all waiting for PostgreSQL when its thread gets to them are written in one
+  statement (`Mergeable`): when PostgreSQL falls behind, it commits fewer,
+  larger statements instead of queueing. Their records keep their order, and
+  none of them counts as finished before that statement committed. Changes
+  and force-drained records are never merged;
 - the first error stops both threads: later steps are not run (their
   flushes stay waiting, so no STATE passes them) and the error is raised on
   the main thread at its next submit or wait. A batch published to Kafka
@@ -24,18 +30,45 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 Step = Callable[[], None]
-_Item = tuple[int, Step | None, Step] | None  # None: stop
+
+
+@dataclass(frozen=True, slots=True)
+class Mergeable:
+    """A PostgreSQL step that may share its statement with the next ones of the same `key`.
+
+    `write(records)` writes any records of this key; `key` is compared by
+    equality (table, column signature and the table's settings at submit).
+    """
+
+    key: Any
+    records: Sequence[dict[str, Any]]
+    write: Callable[[Sequence[dict[str, Any]]], None]
+
+
+_Item = tuple[int, Step | None, Step, Mergeable | None] | None  # None: stop
+_NOTHING = object()
 JOIN_TIMEOUT_SECONDS = 60.0
 
 
 class WritePipeline:
     """Runs flushes as (Kafka step, PostgreSQL step) on two threads, in order."""
 
-    def __init__(self, depth: int = 2, on_done: Callable[[], None] | None = None) -> None:
-        """`on_done` runs on the PostgreSQL thread after each flush that finished."""
+    def __init__(
+        self,
+        depth: int = 2,
+        on_done: Callable[[], None] | None = None,
+        *,
+        merge_limit: int = 0,
+    ) -> None:
+        """`on_done` runs on the PostgreSQL thread after each flush that finished.
+
+        Mergeable steps are combined up to `merge_limit` records (0: never).
+        """
         self._publish: queue.Queue[_Item] = queue.Queue(maxsize=depth)
         self._write: queue.Queue[_Item] = queue.Queue(maxsize=depth)
         self._waiting: dict[int, int] = {}  # flush number -> oldest record sequence number
@@ -44,6 +77,9 @@ class WritePipeline:
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._on_done = on_done
+        self._merge_limit = merge_limit
+        # An item taken from `_write` while merging that runs next, on its own.
+        self._held: _Item | object = _NOTHING
 
     def _start(self) -> None:
         self._threads = [
@@ -60,7 +96,7 @@ class WritePipeline:
                 if item is None:
                     self._write.put(None)
                     return
-                number, publish, write = item
+                number, publish, write, mergeable = item
                 if self._error is None:
                     try:
                         if publish is not None:
@@ -68,38 +104,86 @@ class WritePipeline:
                     except BaseException as exc:  # raised again on the main thread
                         self._error = exc
                     else:
-                        self._write.put((number, None, write))
+                        self._write.put((number, None, write, mergeable))
             finally:
                 self._publish.task_done()
 
     def _run_write(self) -> None:
         while True:
-            item = self._write.get()
-            try:
-                if item is None:
-                    return
-                number, _, write = item
-                if self._error is None:
-                    try:
-                        write()
-                        with self._lock:
-                            del self._waiting[number]
-                        if self._on_done is not None:
-                            self._on_done()
-                    except BaseException as exc:  # raised again on the main thread
-                        self._error = exc
-            finally:
+            item: Any = self._held
+            self._held = _NOTHING
+            if item is _NOTHING:
+                item = self._write.get()
+            if item is None:
                 self._write.task_done()
+                return
+            group = [item]
+            try:
+                if self._error is None:
+                    group = self._take_mergeable(item)
+                    self._run_group(group)
+            finally:
+                for _ in group:
+                    self._write.task_done()
 
-    def submit(self, oldest_seq: int, publish: Step | None, write: Step) -> None:
-        """Queue a flush of records from sequence number `oldest_seq` on."""
+    def _take_mergeable(self, first: tuple[int, Step | None, Step, Mergeable | None]) -> list:
+        """`first` and the waiting steps right after it that share its statement."""
+        group: list[Any] = [first]
+        mergeable = first[3]
+        if mergeable is None or not self._merge_limit:
+            return group
+        count = len(mergeable.records)
+        while count < self._merge_limit:
+            try:
+                following = self._write.get_nowait()
+            except queue.Empty:
+                break
+            other = following[3] if following is not None else None
+            if (
+                other is None
+                or other.key != mergeable.key
+                or count + len(other.records) > self._merge_limit
+            ):
+                self._held = following  # runs next, on its own
+                break
+            group.append(following)
+            count += len(other.records)
+        return group
+
+    def _run_group(self, group: list[Any]) -> None:
+        try:
+            if len(group) == 1:
+                group[0][2]()
+            else:
+                first: Mergeable = group[0][3]
+                first.write([record for item in group for record in item[3].records])
+            with self._lock:
+                for item in group:
+                    del self._waiting[item[0]]
+            if self._on_done is not None:
+                self._on_done()
+        except BaseException as exc:  # raised again on the main thread
+            self._error = exc
+
+    def submit(
+        self,
+        oldest_seq: int,
+        publish: Step | None,
+        write: Step,
+        mergeable: Mergeable | None = None,
+    ) -> None:
+        """Queue a flush of records from sequence number `oldest_seq` on.
+
+        `mergeable`, when given, writes the same records as `write` and lets
+        them share a statement with the next flushes of its key.
+        """
         self.raise_error()
         if not self._threads:
             self._start()
         number = next(self._numbers)
         with self._lock:
             self._waiting[number] = oldest_seq
-        self._publish.put((number, publish, write))
+        self._publish.put((number, publish, write, mergeable))
 
     def wait(self) -> None:
         """Block until every submitted flush has finished; raise the first error."""

@@ -39,6 +39,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "max_batches_per_statement",
+        th.IntegerType(minimum=1),
+        default=4,
+        description=(
+            "When PostgreSQL falls behind, full batches of one table and column signature "
+            "that are all waiting for it are written in one statement, up to this many "
+            "(fewer commits, and PostgreSQL catches up). 1: one statement per batch."
+        ),
+    ),
+    th.Property(
         "batched_create_enabled",
         th.BooleanType,
         default=True,

@@ -24,7 +24,7 @@ from target_batched_postgres.identifiers import table_name_for_stream, topic_nam
 from target_batched_postgres.kafka_writer import KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
 from target_batched_postgres.nul_bytes import NulBytes, strip_nul
-from target_batched_postgres.pipeline import WritePipeline
+from target_batched_postgres.pipeline import Mergeable, WritePipeline
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.reader import FastSingerReader
 from target_batched_postgres.retry import RetryPolicy
@@ -92,7 +92,10 @@ class TargetBatchedPostgres(Target):
         # thread's published lower bound of the oldest record in an open bucket.
         self._state_lock = threading.Lock()
         self._open_floor: int | None = None
-        self.pipeline = WritePipeline(on_done=self._emit_safe_state)
+        # Batches waiting for PostgreSQL share a statement, up to this many rows.
+        merge_batches = int(self._setting("max_batches_per_statement"))
+        merge_limit = merge_batches * self.batch_size if self.batched and merge_batches > 1 else 0
+        self.pipeline = WritePipeline(on_done=self._emit_safe_state, merge_limit=merge_limit)
 
     # -- settings ---------------------------------------------------------------
 
@@ -345,10 +348,17 @@ class TargetBatchedPostgres(Target):
     ) -> None:
         """Hand a flush to the writer threads (see pipeline.py)."""
         flusher, target = self.flusher, route.snapshot()
+        mergeable = None
+        if not force_drain:
+            key = (target.stream, columns, target.spec, target.to_postgres)
+            mergeable = Mergeable(
+                key, records, lambda batch: flusher.write_batch(target, columns, batch)
+            )
         self.pipeline.submit(
             oldest_seq,
             lambda: flusher.publish_batch(target, records),
             lambda: flusher.write_batch(target, columns, records, force_drain=force_drain),
+            mergeable,
         )
 
     def wait_durable(self) -> None:

@@ -162,7 +162,7 @@ def test_insert_batch_size_env_overrides_config(tmp_path: Path, pg_url, pg_schem
     lines += [record_msg("people", {"id": i, "name": "a"}) for i in range(20)]
     result = run_target_cli(
         tmp_path,
-        config(pg_url, pg_schema, insert_batch_size=100),
+        config(pg_url, pg_schema, insert_batch_size=100, max_batches_per_statement=1),
         lines,
         env={"INSERT_BATCH_SIZE": "7"},
     )
@@ -326,3 +326,44 @@ def test_sdk_metadata_columns_dropped_unless_asked_for(pg_url, pg_schema, pg_con
     assert "_sdc_extracted_at" not in columns["plain"]
     assert "_sdc_extracted_at" in columns["with_meta"]
     assert [r[0] for r in rows(pg_conn, pg_schema, "plain")] == [1, 2]
+
+
+def _slow_inserts(conn, schema: str, table: str, seconds: float) -> None:
+    """Every INSERT statement into the table takes at least `seconds`: PostgreSQL falls behind."""
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, name text)").format(
+            sql.Identifier(schema, table)
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN PERFORM pg_sleep({}); RETURN NULL; END$$"
+        ).format(sql.Identifier(schema, "slow"), sql.Literal(seconds))
+    )
+    conn.execute(
+        sql.SQL("CREATE TRIGGER slow BEFORE INSERT ON {} EXECUTE FUNCTION {}()").format(
+            sql.Identifier(schema, table), sql.Identifier(schema, "slow")
+        )
+    )
+
+
+def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_conn):
+    _slow_inserts(pg_conn, pg_schema, "people", 0.05)
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(200)]
+    run = run_target(config(pg_url, pg_schema, insert_batch_size=10), lines)
+    statements = run.count(DrainerMetric.INSERT_STATEMENTS)
+    assert 200 // (10 * 4) <= statements < 200 // 10  # up to 4 batches per statement
+    got = rows(pg_conn, pg_schema, "people")
+    assert [r[0] for r in got] == list(range(200))
+
+
+def test_max_batches_per_statement_1_keeps_one_statement_per_batch(pg_url, pg_schema, pg_conn):
+    _slow_inserts(pg_conn, pg_schema, "people", 0.02)
+    lines = [schema_msg("people", PROPS, ["id"])]
+    lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(100)]
+    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=1)
+    run = run_target(cfg, lines)
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) == 10
+    assert len(rows(pg_conn, pg_schema, "people")) == 100

@@ -50,8 +50,11 @@ def test_rerun_after_crash_duplicates_no_row(tmp_path: Path, pg_url, pg_schema, 
     assert proc.stdout is not None
     proc.stdin.write("\n".join(lines[:23]) + "\n")  # 20 records, 2 states, 1 more record
     proc.stdin.flush()
-    assert json.loads(proc.stdout.readline()) == {"upto": 9}
-    assert json.loads(proc.stdout.readline()) == {"upto": 19}
+    states: list[object] = []
+    while states[-1:] != [{"upto": 19}]:
+        states.append(json.loads(proc.stdout.readline()))
+    # Two batches waiting together share one statement, and then only the later STATE is due.
+    assert states in ([{"upto": 9}, {"upto": 19}], [{"upto": 19}])
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert len(rows(pg_conn, pg_schema, "people")) == 20

@@ -1,0 +1,137 @@
+"""The writer pipeline: order, merging of waiting batches, and what counts as finished."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from target_batched_postgres.pipeline import Mergeable, WritePipeline
+
+WAIT_SECONDS = 5.0
+
+
+class Log:
+    """What the PostgreSQL step ran, in order: ("alone" | "merged", record numbers)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+        self.seen_waiting: list[int | None] = []
+
+    def alone(self, numbers: list[int]) -> Callable[[], None]:
+        return lambda: self.calls.append(("alone", numbers))
+
+    def mergeable(self, key: str, numbers: list[int], pipeline: WritePipeline) -> Mergeable:
+        def write(batch: Any) -> None:
+            self.seen_waiting.append(pipeline.oldest_waiting_seq())
+            self.calls.append(("merged", [r["n"] for r in batch]))
+
+        return Mergeable(key, [{"n": n} for n in numbers], write)
+
+    def records(self) -> list[int]:
+        return [n for _, numbers in self.calls for n in numbers]
+
+
+def _blocked_pipeline(merge_limit: int) -> tuple[WritePipeline, threading.Event]:
+    """A pipeline whose PostgreSQL thread is held in a first step until the event is set."""
+    gate, running = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        running.set()
+        gate.wait(WAIT_SECONDS)
+
+    pipeline = WritePipeline(merge_limit=merge_limit)
+    pipeline.submit(0, None, hold)
+    assert running.wait(WAIT_SECONDS)
+    return pipeline, gate
+
+
+def _submit(pipeline: WritePipeline, log: Log, key: str, numbers: list[int]) -> None:
+    mergeable = log.mergeable(key, numbers, pipeline)
+    pipeline.submit(numbers[0], None, lambda: mergeable.write(mergeable.records), mergeable)
+
+
+def _until_waiting_for_postgres(pipeline: WritePipeline, count: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while pipeline._write.qsize() < count:  # the test looks inside: no public view of it
+        assert time.monotonic() < deadline, "steps never reached the PostgreSQL queue"
+        time.sleep(0.001)
+
+
+def test_batches_waiting_for_postgres_with_one_key_share_one_write():
+    pipeline, gate = _blocked_pipeline(merge_limit=100)
+    log = Log()
+    _submit(pipeline, log, "t", [1, 2])
+    _submit(pipeline, log, "t", [3, 4])
+    _until_waiting_for_postgres(pipeline, 2)
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+    assert log.calls[0] == ("merged", [1, 2, 3, 4])
+    assert log.records() == [1, 2, 3, 4]
+    # Until the shared write finished, its first record was still waiting.
+    assert log.seen_waiting[0] == 1
+    assert pipeline.oldest_waiting_seq() is None
+
+
+def test_other_keys_and_unmergeable_steps_keep_their_place():
+    pipeline, gate = _blocked_pipeline(merge_limit=100)
+    log = Log()
+    _submit(pipeline, log, "a", [1])
+    _submit(pipeline, log, "b", [2])
+    _until_waiting_for_postgres(pipeline, 2)
+    pipeline.submit(3, None, log.alone([3]))  # a change: never merged
+    _submit(pipeline, log, "a", [4])
+    _submit(pipeline, log, "a", [5])
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+    assert log.records() == [1, 2, 3, 4, 5]
+    assert ("alone", [3]) in log.calls
+    for kind, numbers in log.calls:
+        if kind == "merged" and len(numbers) > 1:
+            assert numbers == [4, 5]  # only neighbours of one key
+
+
+def test_merge_limit_bounds_the_rows_of_a_shared_write():
+    pipeline, gate = _blocked_pipeline(merge_limit=3)
+    log = Log()
+    _submit(pipeline, log, "t", [1, 2])
+    _submit(pipeline, log, "t", [3, 4])
+    _until_waiting_for_postgres(pipeline, 2)
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+    assert log.calls == [("merged", [1, 2]), ("merged", [3, 4])]
+
+
+def test_no_merging_without_a_limit():
+    pipeline, gate = _blocked_pipeline(merge_limit=0)
+    log = Log()
+    _submit(pipeline, log, "t", [1])
+    _submit(pipeline, log, "t", [2])
+    _until_waiting_for_postgres(pipeline, 2)
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+    assert log.calls == [("merged", [1]), ("merged", [2])]
+
+
+def test_a_failed_shared_write_finishes_none_of_its_batches():
+    pipeline, gate = _blocked_pipeline(merge_limit=100)
+
+    def fail(batch: Any) -> None:
+        raise RuntimeError(f"refused {len(batch)} rows")
+
+    for numbers in ([1, 2], [3]):
+        mergeable = Mergeable("t", [{"n": n} for n in numbers], fail)
+        pipeline.submit(numbers[0], None, lambda: None, mergeable)
+    _until_waiting_for_postgres(pipeline, 2)
+    gate.set()
+    with pytest.raises(RuntimeError, match="refused 3 rows"):
+        pipeline.wait()
+    assert pipeline.oldest_waiting_seq() == 1
+    pipeline.close()
