@@ -184,3 +184,25 @@ def test_a_json_column_string_keeps_its_text_through_the_cast_form(pg_url, pg_co
     batch = [s for s in spy if "INSERT INTO" in s and "written" in s]
     assert batch
     assert all("json_populate_recordset" not in s for s in batch)
+
+
+def test_batches_go_without_on_conflict_until_one_meets_a_key(pg_url, pg_conn, pg_schema, spy):
+    _create(pg_conn, pg_schema, "people", "id int PRIMARY KEY, name text")
+    pg_conn.execute(
+        sql.SQL("INSERT INTO {} SELECT i, 'old' FROM generate_series(0, 4) AS i").format(
+            sql.Identifier(pg_schema, "people")
+        )
+    )
+    lines = [schema_msg("people", {"id": {"type": "integer"}, "name": {}}, ["id"])]
+    lines += [record_msg("people", {"id": i, "name": "new"}) for i in range(40)]
+    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=1)
+    run_target(cfg, lines)
+    inserts = [s for s in spy if "INSERT INTO" in s and "people" in s]
+    with_clause = ["ON CONFLICT" in s for s in inserts]
+    # Batch 1 meets ids 0-4: tried without the clause, then with it; batch 2 goes with
+    # it straight away (backoff); batches 3 and 4, without it again.
+    assert with_clause == [False, True, True, False, False]
+    got = pg_conn.execute(
+        sql.SQL("SELECT id, name FROM {} ORDER BY id").format(sql.Identifier(pg_schema, "people"))
+    ).fetchall()
+    assert got == [(i, "old" if i < 5 else "new") for i in range(40)]

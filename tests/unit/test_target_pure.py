@@ -20,6 +20,7 @@ from target_batched_postgres.pgtypes import (
     Kind,
     type_for_schema,
 )
+from target_batched_postgres.postgres_writer import ConflictBackoff
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import apply_env_switches
 from target_batched_postgres.signature import ColumnSignature, data_columns
@@ -194,3 +195,21 @@ def test_retry_policy_backs_off_then_fails():
         policy.run(flaky, what="x")
     assert slept == [1.0, 2.0, 4.0, 8.0, 10.0]
     assert len(calls) == 6
+
+
+def test_conflict_backoff_doubles_the_batches_sent_with_the_clause_then_starts_over():
+    backoff = ConflictBackoff()
+    tries = []
+    for _ in range(12):
+        if backoff.should_try("t"):
+            tries.append("try")
+            backoff.failed("t")
+        else:
+            tries.append("skip")
+    assert tries == ["try", "skip", "try", "skip", "skip", "try", *["skip"] * 4, "try", "skip"]
+    backoff.succeeded("t")
+    for _ in range(7):  # the 7 already granted run out
+        backoff.should_try("t")
+    assert backoff.should_try("t")
+    assert backoff.failed("t") == 1  # after a success, one batch again
+    assert backoff.should_try("other")
