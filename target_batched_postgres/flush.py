@@ -14,7 +14,7 @@ from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.faults import fault_point
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, WriteResult
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)
@@ -154,10 +154,23 @@ class Flusher:
         self.kafka.publish([build_kafka_message(route, r) for r in records])
         fault_point("after_kafka_ack")
 
+    def write_batches(
+        self, route: TableRoute, parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]]
+    ) -> None:
+        """Step 2 for batches of one table that waited together: see PostgresWriter.write_parts."""
+        started = time.perf_counter()
+        rows = sum(len(records) for _, records in parts)
+        if route.to_postgres:
+            self._count(route, self.postgres.write_parts(route.spec, parts))
+        self.metrics.log_batch_time(route.spec.name, rows, time.perf_counter() - started)
+        self.metrics.log_totals_if_due()
+
     def write_to_postgres(
         self, route: TableRoute, keys: Sequence[str], records: Sequence[dict[str, Any]]
     ) -> None:
-        result = self.postgres.write(route.spec, keys, records)
+        self._count(route, self.postgres.write(route.spec, keys, records))
+
+    def _count(self, route: TableRoute, result: WriteResult) -> None:
         self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
         self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
         if result.fallback_used:

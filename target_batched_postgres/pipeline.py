@@ -12,10 +12,11 @@ release it) without changing what is written or in which order:
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
   so no STATE passes a record that is not durable yet (`oldest_waiting_seq`);
 - at most `depth` flushes wait before each step, so memory stays bounded;
-- consecutive batch flushes of the same table and column signature that are
-  all waiting for PostgreSQL when its thread gets to them are written in one
-  statement (`Mergeable`): when PostgreSQL falls behind, it commits fewer,
-  larger statements instead of queueing. Their records keep their order, and
+- consecutive batch flushes of the same table that are all waiting for
+  PostgreSQL when its thread gets to them are written together (`Mergeable`;
+  in one statement when they can share it, see PostgresWriter.write_parts):
+  when PostgreSQL falls behind, it commits fewer, larger statements instead
+  of queueing. Their records keep their order, and
   none of them counts as finished before that statement committed. Changes
   and force-drained records are never merged;
 - the first error stops both threads: later steps are not run (their
@@ -30,7 +31,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +40,17 @@ Step = Callable[[], None]
 
 @dataclass(frozen=True, slots=True)
 class Mergeable:
-    """A PostgreSQL step that may share its statement with the next ones of the same `key`.
+    """A PostgreSQL step that may be written together with the next ones of the same `key`.
 
-    `write(records)` writes any records of this key; `key` is compared by
-    equality (table, column signature and the table's settings at submit).
+    `write(parts)` writes the `part`s of consecutive steps of this key, in
+    order, instead of each step's own write; `key` is compared by equality
+    (the table and its settings at submit). `rows` counts toward the limit.
     """
 
     key: Any
-    records: Sequence[dict[str, Any]]
-    write: Callable[[Sequence[dict[str, Any]]], None]
+    rows: int
+    part: Any
+    write: Callable[[list[Any]], None]
 
 
 _Item = tuple[int, Step | None, Step, Mergeable | None] | None  # None: stop
@@ -132,7 +135,7 @@ class WritePipeline:
         mergeable = first[3]
         if mergeable is None or not self._merge_limit:
             return group
-        count = len(mergeable.records)
+        count = mergeable.rows
         while count < self._merge_limit:
             try:
                 following = self._write.get_nowait()
@@ -142,12 +145,12 @@ class WritePipeline:
             if (
                 other is None
                 or other.key != mergeable.key
-                or count + len(other.records) > self._merge_limit
+                or count + other.rows > self._merge_limit
             ):
                 self._held = following  # runs next, on its own
                 break
             group.append(following)
-            count += len(other.records)
+            count += other.rows
         return group
 
     def _run_group(self, group: list[Any]) -> None:
@@ -156,7 +159,7 @@ class WritePipeline:
                 group[0][2]()
             else:
                 first: Mergeable = group[0][3]
-                first.write([record for item in group for record in item[3].records])
+                first.write([item[3].part for item in group])
             with self._lock:
                 for item in group:
                     del self._waiting[item[0]]

@@ -127,6 +127,7 @@ class PostgresWriter:
         self._metrics = metrics
         self._conn: psycopg.Connection[Any] | None = None
         self._columns: dict[str, dict[str, ColumnType]] = {}
+        self._defaulted: dict[str, set[str]] = {}  # columns not NULL when left out
         self._plans: dict[tuple[Any, ...], InsertPlan] = {}
         self._conflicts = ConflictBackoff()
         self._prepared = False
@@ -229,9 +230,11 @@ class PostgresWriter:
                 cursor = self._connect().execute(COLUMNS_QUERY, (self.schema, table))
             except psycopg.Error as exc:
                 raise translate(exc) from exc
+            found = cursor.fetchall()
             self._columns[table] = {
-                name: ColumnType.from_catalog(nsp, typ, cat) for name, nsp, typ, cat in cursor
+                name: ColumnType.from_catalog(nsp, typ, cat) for name, nsp, typ, cat, _ in found
             }
+            self._defaulted[table] = {name for name, *_, defaulted in found if defaulted}
         return self._columns[table]
 
     def _ensure_columns(
@@ -273,6 +276,56 @@ class PostgresWriter:
         return self._table_columns(spec.name)
 
     # -- writes -----------------------------------------------------------------
+
+    def write_parts(
+        self, spec: TableSpec, parts: Sequence[tuple[Sequence[str], Sequence[Mapping[str, Any]]]]
+    ) -> WriteResult:
+        """Batches of one table, (keys, records) in order: in one statement when they can share it.
+
+        Batches of one signature always can. Batches of different signatures
+        can when the statement over all their columns writes what each batch's
+        own would: every column some batch leaves out has no default (so NULL
+        is what leaving it out gives too) and on_conflict is not `upsert`
+        (whose update would set the left-out columns). Otherwise each batch is
+        written on its own, in order.
+        """
+        if len(parts) == 1:
+            return self.write(spec, *parts[0])
+        records = [record for _, batch in parts for record in batch]
+        first = tuple(parts[0][0])
+        if all(tuple(keys) == first for keys, _ in parts):
+            return self.write(spec, first, records)
+        union = list(dict.fromkeys(key for keys, _ in parts for key in keys))
+        shared = self._retry.run(
+            lambda: self._can_share(spec, union, parts, records),
+            what=f"columns of {spec.name!r}",
+        )
+        if shared:
+            return self.write(spec, union, records)
+        results = [self.write(spec, keys, batch) for keys, batch in parts]
+        return WriteResult(
+            sum(r.written for r in results),
+            sum(r.dead_lettered for r in results),
+            any(r.fallback_used for r in results),
+        )
+
+    def _can_share(
+        self,
+        spec: TableSpec,
+        union: Sequence[str],
+        parts: Sequence[tuple[Sequence[str], Sequence[Mapping[str, Any]]]],
+        records: Sequence[Mapping[str, Any]],
+    ) -> bool:
+        if self._on_conflict is OnConflict.UPSERT:
+            return False
+        # The columns each batch would add, added now (as the first of them would).
+        self._ensure_columns(spec, {key: column_name(key) for key in union}, records)
+        defaulted = self._defaulted.get(spec.name, set())
+        for keys, _ in parts:
+            left_out = set(union).difference(keys)
+            if any(column_name(key) in defaulted for key in left_out):
+                return False
+        return True
 
     def write(
         self, spec: TableSpec, keys: Sequence[str], records: Sequence[Mapping[str, Any]]

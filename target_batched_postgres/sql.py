@@ -76,9 +76,12 @@ def build_add_column(schema: str, table: str, column: str, column_type: ColumnTy
     )
 
 
-# Columns of a table with their types' schema, name and category (A = array).
+# Columns of a table with their types' schema, name and category (A = array), and
+# whether an INSERT that leaves the column out gives it something else than NULL
+# (a default, an identity or a generated value).
 COLUMNS_QUERY = sql.SQL(
-    "SELECT a.attname, n.nspname, t.typname, t.typcategory"
+    "SELECT a.attname, n.nspname, t.typname, t.typcategory,"
+    " a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''"
     " FROM pg_catalog.pg_attribute a"
     " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
     " JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace"

@@ -350,9 +350,12 @@ class TargetBatchedPostgres(Target):
         flusher, target = self.flusher, route.snapshot()
         mergeable = None
         if not force_drain:
-            key = (target.stream, columns, target.spec, target.to_postgres)
+            key = (target.stream, target.spec, target.to_postgres)
             mergeable = Mergeable(
-                key, records, lambda batch: flusher.write_batch(target, columns, batch)
+                key,
+                len(records),
+                (columns, records),
+                lambda parts: flusher.write_batches(target, parts),
             )
         self.pipeline.submit(
             oldest_seq,

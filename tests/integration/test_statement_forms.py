@@ -77,7 +77,7 @@ def _create(conn: psycopg.Connection, schema: str, table: str, columns: str) -> 
 def _types(conn: psycopg.Connection, schema: str, table: str) -> dict[str, ColumnType]:
     return {
         name: ColumnType.from_catalog(nsp, typ, cat)
-        for name, nsp, typ, cat in conn.execute(COLUMNS_QUERY, (schema, table))
+        for name, nsp, typ, cat, _ in conn.execute(COLUMNS_QUERY, (schema, table))
     }
 
 

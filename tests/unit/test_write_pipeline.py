@@ -25,11 +25,11 @@ class Log:
         return lambda: self.calls.append(("alone", numbers))
 
     def mergeable(self, key: str, numbers: list[int], pipeline: WritePipeline) -> Mergeable:
-        def write(batch: Any) -> None:
+        def write(parts: list[Any]) -> None:
             self.seen_waiting.append(pipeline.oldest_waiting_seq())
-            self.calls.append(("merged", [r["n"] for r in batch]))
+            self.calls.append(("merged", [n for part in parts for n in part]))
 
-        return Mergeable(key, [{"n": n} for n in numbers], write)
+        return Mergeable(key, len(numbers), numbers, write)
 
     def records(self) -> list[int]:
         return [n for _, numbers in self.calls for n in numbers]
@@ -51,7 +51,7 @@ def _blocked_pipeline(merge_limit: int) -> tuple[WritePipeline, threading.Event]
 
 def _submit(pipeline: WritePipeline, log: Log, key: str, numbers: list[int]) -> None:
     mergeable = log.mergeable(key, numbers, pipeline)
-    pipeline.submit(numbers[0], None, lambda: mergeable.write(mergeable.records), mergeable)
+    pipeline.submit(numbers[0], None, lambda: mergeable.write([mergeable.part]), mergeable)
 
 
 def _until_waiting_for_postgres(pipeline: WritePipeline, count: int) -> None:
@@ -123,11 +123,11 @@ def test_no_merging_without_a_limit():
 def test_a_failed_shared_write_finishes_none_of_its_batches():
     pipeline, gate = _blocked_pipeline(merge_limit=100)
 
-    def fail(batch: Any) -> None:
-        raise RuntimeError(f"refused {len(batch)} rows")
+    def fail(parts: list[Any]) -> None:
+        raise RuntimeError(f"refused {sum(len(p) for p in parts)} rows")
 
     for numbers in ([1, 2], [3]):
-        mergeable = Mergeable("t", [{"n": n} for n in numbers], fail)
+        mergeable = Mergeable("t", len(numbers), numbers, fail)
         pipeline.submit(numbers[0], None, lambda: None, mergeable)
     _until_waiting_for_postgres(pipeline, 2)
     gate.set()
