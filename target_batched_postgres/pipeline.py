@@ -67,13 +67,17 @@ class WritePipeline:
         on_done: Callable[[], None] | None = None,
         *,
         merge_limit: int = 0,
+        write_depth: int = 0,
     ) -> None:
         """`on_done` runs on the PostgreSQL thread after each flush that finished.
 
-        Mergeable steps are combined up to `merge_limit` records (0: never).
+        Mergeable steps are combined up to `merge_limit` records (0: never);
+        `write_depth` (when larger than `depth`) lets that many steps wait for
+        PostgreSQL, so that a statement can take them.
         """
         self._publish: queue.Queue[_Item] = queue.Queue(maxsize=depth)
-        self._write: queue.Queue[_Item] = queue.Queue(maxsize=depth)
+        # Room for the steps one shared statement may take (see merge_limit).
+        self._write: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
         self._waiting: dict[int, int] = {}  # flush number -> oldest record sequence number
         self._lock = threading.Lock()
         self._numbers = itertools.count()

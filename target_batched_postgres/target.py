@@ -95,7 +95,9 @@ class TargetBatchedPostgres(Target):
         # Batches waiting for PostgreSQL share a statement, up to this many rows.
         merge_batches = int(self._setting("max_batches_per_statement"))
         merge_limit = merge_batches * self.batch_size if self.batched and merge_batches > 1 else 0
-        self.pipeline = WritePipeline(on_done=self._emit_safe_state, merge_limit=merge_limit)
+        self.pipeline = WritePipeline(
+            on_done=self._emit_safe_state, merge_limit=merge_limit, write_depth=merge_batches
+        )
 
     # -- settings ---------------------------------------------------------------
 

@@ -353,7 +353,8 @@ def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_con
     _slow_inserts(pg_conn, pg_schema, "people", 0.05)
     lines = [schema_msg("people", PROPS, ["id"])]
     lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(200)]
-    run = run_target(config(pg_url, pg_schema, insert_batch_size=10), lines)
+    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=4)
+    run = run_target(cfg, lines)
     statements = run.count(DrainerMetric.INSERT_STATEMENTS)
     assert 200 // (10 * 4) <= statements < 200 // 10  # up to 4 batches per statement
     got = rows(pg_conn, pg_schema, "people")
