@@ -77,9 +77,9 @@ def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMe
 class Flusher:
     """Makes a batch durable: acknowledged by Kafka, then committed in PostgreSQL.
 
-    Each flush is two steps, `publish_*` then `write_*`, which the target's
-    writer pipeline runs on two threads, the second only after the first
-    succeeded (see pipeline.py).
+    Each flush is two steps, its Kafka messages (`*_messages`, sent by
+    `publish`) then `write_*`, which the target's writer pipeline runs on two
+    threads, the second only after the first succeeded (see pipeline.py).
     """
 
     def __init__(
@@ -89,10 +89,13 @@ class Flusher:
         self.postgres = postgres
         self.metrics = metrics
 
-    def publish_batch(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
-        """Step 1: publish to Kafka and wait for every acknowledgement (if the route goes there)."""
+    def batch_messages(
+        self, route: TableRoute, records: Sequence[dict[str, Any]]
+    ) -> list[KafkaMessage]:
+        """Step 1's messages: the batch's records (if the route goes to Kafka)."""
         if route.to_kafka and self.kafka is not None:
-            self.publish_to_kafka(route, records)
+            return [build_kafka_message(route, r) for r in records]
+        return []
 
     def write_batch(
         self,
@@ -109,13 +112,14 @@ class Flusher:
         self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
         self.metrics.log_totals_if_due()
 
-    def publish_change(
+    def change_messages(
         self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
-    ) -> None:
+    ) -> list[KafkaMessage]:
         """Step 1 of a change: updates go to Kafka; deletes only with `kafka_publish_deletes`."""
         operation = record.get(control.OPERATION)
         if route.to_kafka and self.kafka is not None and (operation == "update" or publish_deletes):
-            self.publish_to_kafka(route, [record])
+            return [build_kafka_message(route, record)]
+        return []
 
     def write_change(self, route: TableRoute, record: dict[str, Any]) -> None:
         """Step 2 of a change: PostgreSQL.
@@ -147,11 +151,12 @@ class Flusher:
                     )
         self.metrics.log_batch_time(route.spec.name, 1, time.perf_counter() - started)
 
-    def publish_to_kafka(self, route: TableRoute, records: Sequence[dict[str, Any]]) -> None:
+    def publish(self, messages: list[KafkaMessage]) -> None:
+        """Step 1: publish the messages of one or more flushes, wait for every acknowledgement."""
         if self.kafka is None:
             raise RuntimeError("Kafka is switched off")
         fault_point("before_kafka")
-        self.kafka.publish([build_kafka_message(route, r) for r in records])
+        self.kafka.publish(messages)
         fault_point("after_kafka_ack")
 
     def write_batches(

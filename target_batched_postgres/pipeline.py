@@ -7,6 +7,10 @@ a row, so the three overlap (on two cores even with the GIL: the waits
 release it) without changing what is written or in which order:
 
 - each flush's PostgreSQL step runs only after its Kafka step succeeded;
+- the Kafka steps waiting when the Kafka thread gets to them are published
+  together, their messages in order, with one wait for the acknowledgements
+  (`publish_many`): a flush's messages are acknowledged before its PostgreSQL
+  step, as always, and a failed publish stops the steps of all of them;
 - Kafka steps run one at a time in submission order, and so do PostgreSQL
   steps (an update still follows the earlier inserts of its table);
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Step = Callable[[], None]
+Collect = Callable[[], list[Any]]  # a flush's Kafka messages, built on the Kafka thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,14 @@ class Mergeable:
     write: Callable[[list[Any]], None]
 
 
-_Item = tuple[int, Step | None, Step, Mergeable | None] | None  # None: stop
+_Item = tuple[int, Collect | None, Step, Mergeable | None] | None  # None: stop
 _NOTHING = object()
+
+
+def _no_publisher(messages: list[Any]) -> None:
+    raise RuntimeError(f"{len(messages)} Kafka message(s) to publish, but no publisher")
+
+
 JOIN_TIMEOUT_SECONDS = 60.0
 
 
@@ -68,14 +79,16 @@ class WritePipeline:
         *,
         merge_limit: int = 0,
         write_depth: int = 0,
+        publish_many: Callable[[list[Any]], None] | None = None,
     ) -> None:
         """`on_done` runs on the PostgreSQL thread after each flush that finished.
 
         Mergeable steps are combined up to `merge_limit` records (0: never);
         `write_depth` (when larger than `depth`) lets that many steps wait for
-        PostgreSQL, so that a statement can take them.
+        PostgreSQL, so that a statement can take them, and for Kafka.
+        `publish_many(messages)` publishes and waits for the acknowledgements.
         """
-        self._publish: queue.Queue[_Item] = queue.Queue(maxsize=depth)
+        self._publish: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
         # Room for the steps one shared statement may take (see merge_limit).
         self._write: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
         self._waiting: dict[int, int] = {}  # flush number -> oldest record sequence number
@@ -85,6 +98,8 @@ class WritePipeline:
         self._threads: list[threading.Thread] = []
         self._on_done = on_done
         self._merge_limit = merge_limit
+        self._publish_many = publish_many or _no_publisher
+        self._held_publish: _Item | object = _NOTHING  # like `_held`, on the Kafka thread
         # An item taken from `_write` while merging that runs next, on its own.
         self._held: _Item | object = _NOTHING
 
@@ -98,22 +113,46 @@ class WritePipeline:
 
     def _run_publish(self) -> None:
         while True:
-            item = self._publish.get()
-            try:
-                if item is None:
-                    self._write.put(None)
-                    return
-                number, publish, write, mergeable = item
-                if self._error is None:
-                    try:
-                        if publish is not None:
-                            publish()
-                    except BaseException as exc:  # raised again on the main thread
-                        self._error = exc
-                    else:
-                        self._write.put((number, None, write, mergeable))
-            finally:
+            item: Any = self._held_publish
+            self._held_publish = _NOTHING
+            if item is _NOTHING:
+                item = self._publish.get()
+            if item is None:
                 self._publish.task_done()
+                self._write.put(None)
+                return
+            group = [item]
+            try:
+                if self._error is None:
+                    group = self._take_waiting_for_kafka(item)
+                    self._publish_group(group)
+            finally:
+                for _ in group:
+                    self._publish.task_done()
+
+    def _take_waiting_for_kafka(self, first: Any) -> list[Any]:
+        """`first` and the steps waiting behind it: their messages go out together."""
+        group = [first]
+        while True:
+            try:
+                following = self._publish.get_nowait()
+            except queue.Empty:
+                return group
+            if following is None:
+                self._held_publish = following  # stop after this group
+                return group
+            group.append(following)
+
+    def _publish_group(self, group: list[Any]) -> None:
+        try:
+            messages = [m for item in group if item[1] is not None for m in item[1]()]
+            if messages:
+                self._publish_many(messages)
+        except BaseException as exc:  # raised again on the main thread
+            self._error = exc
+            return
+        for number, _, write, mergeable in group:
+            self._write.put((number, None, write, mergeable))
 
     def _run_write(self) -> None:
         while True:
@@ -175,7 +214,7 @@ class WritePipeline:
     def submit(
         self,
         oldest_seq: int,
-        publish: Step | None,
+        collect: Collect | None,
         write: Step,
         mergeable: Mergeable | None = None,
     ) -> None:
@@ -190,7 +229,7 @@ class WritePipeline:
         number = next(self._numbers)
         with self._lock:
             self._waiting[number] = oldest_seq
-        self._publish.put((number, publish, write, mergeable))
+        self._publish.put((number, collect, write, mergeable))
 
     def wait(self) -> None:
         """Block until every submitted flush has finished; raise the first error."""

@@ -96,7 +96,10 @@ class TargetBatchedPostgres(Target):
         merge_batches = int(self._setting("max_batches_per_statement"))
         merge_limit = merge_batches * self.batch_size if self.batched and merge_batches > 1 else 0
         self.pipeline = WritePipeline(
-            on_done=self._emit_safe_state, merge_limit=merge_limit, write_depth=merge_batches
+            on_done=self._emit_safe_state,
+            merge_limit=merge_limit,
+            write_depth=merge_batches,
+            publish_many=self._publish,
         )
 
     # -- settings ---------------------------------------------------------------
@@ -290,7 +293,7 @@ class TargetBatchedPostgres(Target):
             publish_deletes = bool(self._setting("kafka_publish_deletes"))
             self.pipeline.submit(
                 seq,
-                lambda: flusher.publish_change(target, record, publish_deletes=publish_deletes),
+                lambda: flusher.change_messages(target, record, publish_deletes=publish_deletes),
                 lambda: flusher.write_change(target, record),
             )
             self._after_flush()
@@ -361,10 +364,14 @@ class TargetBatchedPostgres(Target):
             )
         self.pipeline.submit(
             oldest_seq,
-            lambda: flusher.publish_batch(target, records),
+            lambda: flusher.batch_messages(target, records),
             lambda: flusher.write_batch(target, columns, records, force_drain=force_drain),
             mergeable,
         )
+
+    def _publish(self, messages: list[Any]) -> None:
+        """The Kafka thread's publish (the flusher is built on first use)."""
+        self.flusher.publish(messages)
 
     def wait_durable(self) -> None:
         """Block until every submitted flush has finished; emit what is now safe."""

@@ -135,3 +135,50 @@ def test_a_failed_shared_write_finishes_none_of_its_batches():
         pipeline.wait()
     assert pipeline.oldest_waiting_seq() == 1
     pipeline.close()
+
+
+def test_flushes_waiting_for_kafka_are_published_together_in_order():
+    published: list[list[int]] = []
+    gate, running = threading.Event(), threading.Event()
+
+    def publish_many(messages: list[Any]) -> None:
+        running.set()
+        gate.wait(WAIT_SECONDS)
+        published.append(list(messages))
+
+    pipeline = WritePipeline(publish_many=publish_many, write_depth=8)
+    written: list[int] = []
+    pipeline.submit(0, lambda: [0], lambda: written.append(0))
+    assert running.wait(WAIT_SECONDS)  # the Kafka thread holds flush 0
+
+    def messages(n: int) -> Callable[[], list[Any]]:
+        return lambda: [n, n]
+
+    def write(n: int) -> Callable[[], None]:
+        return lambda: written.append(n)
+
+    for n in (1, 2, 3):
+        pipeline.submit(n, messages(n), write(n))
+    deadline = time.monotonic() + WAIT_SECONDS
+    while pipeline._publish.qsize() < 3:  # the test looks inside: no public view of it
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+    assert published == [[0], [1, 1, 2, 2, 3, 3]]
+    assert written == [0, 1, 2, 3]
+
+
+def test_a_failed_publish_finishes_none_of_its_flushes():
+    def publish_many(messages: list[Any]) -> None:
+        raise RuntimeError(f"broker refused {len(messages)} messages")
+
+    pipeline = WritePipeline(publish_many=publish_many)
+    written: list[int] = []
+    pipeline.submit(7, lambda: ["m"], lambda: written.append(7))
+    with pytest.raises(RuntimeError, match="refused 1 messages"):
+        pipeline.wait()
+    assert written == []
+    assert pipeline.oldest_waiting_seq() == 7
+    pipeline.close()
