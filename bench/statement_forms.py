@@ -6,12 +6,17 @@ Starts its own PostgreSQL with fsync and synchronous_commit ON, generates W1-lik
 rows (12 columns) deterministically, and writes them in batches of `--batch`,
 one transaction per batch (the json form: one autocommit statement), in each form:
 
+- populate:   INSERT ... SELECT p.a ... FROM json_populate_recordset(NULL::w1, %s::json)
+              ON CONFLICT DO NOTHING (the target's for built-in column types:
+              one autocommit statement, atomic on its own)
+- populate-plain: the same without ON CONFLICT (the target's while a table's
+              batches meet no existing key)
 - json:       INSERT ... SELECT CAST(x.a AS type) ... FROM json_to_recordset(%s::json)
-              (the target's: one autocommit statement, atomic on its own)
+              (the target's for other column types)
 - unnest:     INSERT ... SELECT CAST(u.c0 AS type) ... FROM unnest(%s::text[], ...) (former)
 - values:     INSERT ... VALUES (%s, ...), (%s, ...) ...  (one multi-row statement)
 - executemany: executemany of a one-row INSERT (psycopg pipeline mode)
-- copy:       COPY ... FROM STDIN (the practical limit; no ON CONFLICT possible)
+- copy:       COPY ... FROM STDIN in a transaction (the practical limit; no ON CONFLICT)
 
 Prints the median rows/s of each and its ratio to COPY.
 """
@@ -33,7 +38,7 @@ from psycopg import sql
 from bench.workloads import W1_COLUMNS, W1_DDL, w1_rows
 from target_batched_postgres.pgtypes import ColumnType
 from target_batched_postgres.postgres_writer import RowEncoder
-from target_batched_postgres.sql import build_insert
+from target_batched_postgres.sql import OnConflict, build_insert, build_populate_insert
 from target_batched_postgres.values import ENCODERS
 from tests.servers import start_postgres
 
@@ -61,6 +66,18 @@ def form_json(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None
     types = column_types_cache[0]
     statement = build_insert("public", "w1", COLUMNS, types)
     conn.execute(statement, [RowEncoder(COLUMNS, COLUMNS, types)(batch)])
+
+
+def form_populate(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
+    types = column_types_cache[0]
+    statement = build_populate_insert("public", "w1", COLUMNS)
+    conn.execute(statement, [RowEncoder(COLUMNS, COLUMNS, types).populate(batch)])
+
+
+def form_populate_plain(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
+    types = column_types_cache[0]
+    statement = build_populate_insert("public", "w1", COLUMNS, on_conflict=OnConflict.ERROR)
+    conn.execute(statement, [RowEncoder(COLUMNS, COLUMNS, types).populate(batch)])
 
 
 def form_unnest(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None:
@@ -129,6 +146,8 @@ def form_copy(conn: psycopg.Connection, batch: Sequence[dict[str, Any]]) -> None
 
 column_types_cache: list[list[ColumnType]] = []
 FORMS: dict[str, Callable[[psycopg.Connection, Sequence[dict[str, Any]]], None]] = {
+    "populate": form_populate,
+    "populate-plain": form_populate_plain,
     "json": form_json,
     "unnest": form_unnest,
     "values": form_values,
@@ -163,10 +182,10 @@ def main() -> None:
         server.stop()
     copy_rate = statistics.median(rates["copy"])
     print(f"{args.rows} rows, batch {args.batch}, median of {args.repeat}, fsync on")
-    print(f"{'form':<12} {'rows/s':>10} {'x COPY':>8}")
+    print(f"{'form':<15} {'rows/s':>10} {'x COPY':>8}")
     for name, values in rates.items():
         rate = statistics.median(values)
-        print(f"{name:<12} {rate:>10,.0f} {rate / copy_rate:>8.2f}")
+        print(f"{name:<15} {rate:>10,.0f} {rate / copy_rate:>8.2f}")
 
 
 if __name__ == "__main__":
