@@ -153,7 +153,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         default={},
         description=(
             "Extra librdkafka producer settings (TLS, SASL, compression...). "
-            "`enable.idempotence` and `acks=all` are always enforced."
+            "`enable.idempotence`, `acks=all` and `delivery.report.only.error` are always "
+            "enforced."
         ),
     ),
     th.Property(
