@@ -56,9 +56,9 @@ _RECORD_CLASSES = ("22", "23", "21")
 _RECORD_STATES = {"42804", "42P18", "2200N", "54000", "54001", "42703", "42883"}
 # The server or the connection is at fault -> retry the batch.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
-_TRANSIENT_STATES = {"55P03"}
+_TRANSIENT_STATES = {"55P03"}  # lock_timeout: another session held the lock too long
 # unique_violation, exclusion_violation: what ON CONFLICT DO NOTHING / DO UPDATE absorb.
-_CONFLICT_STATES = {"23505", "23P01"}  # lock_timeout: another session held the lock too long
+_CONFLICT_STATES = {"23505", "23P01"}
 
 
 def translate(exc: psycopg.Error) -> TargetError:
