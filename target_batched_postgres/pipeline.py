@@ -88,8 +88,8 @@ class WritePipeline:
         PostgreSQL, so that a statement can take them, and for Kafka.
         `publish_many(messages)` publishes and waits for the acknowledgements.
         """
+        # Room for the steps one shared publish or statement may take.
         self._publish: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
-        # Room for the steps one shared statement may take (see merge_limit).
         self._write: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
         self._waiting: dict[int, int] = {}  # flush number -> oldest record sequence number
         self._lock = threading.Lock()
@@ -99,9 +99,10 @@ class WritePipeline:
         self._on_done = on_done
         self._merge_limit = merge_limit
         self._publish_many = publish_many or _no_publisher
-        self._held_publish: _Item | object = _NOTHING  # like `_held`, on the Kafka thread
-        # An item taken from `_write` while merging that runs next, on its own.
+        # An item taken from `_write` while merging that runs next, on its own;
+        # and the stop item taken from `_publish` while grouping.
         self._held: _Item | object = _NOTHING
+        self._held_publish: _Item | object = _NOTHING
 
     def _start(self) -> None:
         self._threads = [
