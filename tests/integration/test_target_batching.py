@@ -349,12 +349,19 @@ def _slow_inserts(conn, schema: str, table: str, seconds: float) -> None:
     )
 
 
-def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_conn):
-    _slow_inserts(pg_conn, pg_schema, "people", 0.05)
+def _people_on_a_slow_table(
+    pg_url, pg_schema, pg_conn, records: int, seconds: float, max_batches: int
+):
+    """`records` people in batches of 10 into a table whose inserts take `seconds` each."""
+    _slow_inserts(pg_conn, pg_schema, "people", seconds)
     lines = [schema_msg("people", PROPS, ["id"])]
-    lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(200)]
-    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=4)
-    run = run_target(cfg, lines)
+    lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(records)]
+    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=max_batches)
+    return run_target(cfg, lines)
+
+
+def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_conn):
+    run = _people_on_a_slow_table(pg_url, pg_schema, pg_conn, 200, 0.05, max_batches=4)
     statements = run.count(DrainerMetric.INSERT_STATEMENTS)
     assert 200 // (10 * 4) <= statements < 200 // 10  # up to 4 batches per statement
     got = rows(pg_conn, pg_schema, "people")
@@ -362,11 +369,7 @@ def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_con
 
 
 def test_max_batches_per_statement_1_keeps_one_statement_per_batch(pg_url, pg_schema, pg_conn):
-    _slow_inserts(pg_conn, pg_schema, "people", 0.02)
-    lines = [schema_msg("people", PROPS, ["id"])]
-    lines += [record_msg("people", {"id": i, "name": f"n{i}"}) for i in range(100)]
-    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=1)
-    run = run_target(cfg, lines)
+    run = _people_on_a_slow_table(pg_url, pg_schema, pg_conn, 100, 0.02, max_batches=1)
     assert run.count(DrainerMetric.INSERT_STATEMENTS) == 10
     assert len(rows(pg_conn, pg_schema, "people")) == 100
 

@@ -61,15 +61,20 @@ def _until_waiting_for_postgres(pipeline: WritePipeline, count: int) -> None:
         time.sleep(0.001)
 
 
+def _release(pipeline: WritePipeline, gate: threading.Event) -> None:
+    """Let the held first step finish, wait for the rest, stop the threads."""
+    gate.set()
+    pipeline.wait()
+    pipeline.close()
+
+
 def test_batches_waiting_for_postgres_with_one_key_share_one_write():
     pipeline, gate = _blocked_pipeline(merge_limit=100)
     log = Log()
     _submit(pipeline, log, "t", [1, 2])
     _submit(pipeline, log, "t", [3, 4])
     _until_waiting_for_postgres(pipeline, 2)
-    gate.set()
-    pipeline.wait()
-    pipeline.close()
+    _release(pipeline, gate)
     assert log.calls[0] == ("merged", [1, 2, 3, 4])
     assert log.records() == [1, 2, 3, 4]
     # Until the shared write finished, its first record was still waiting.
@@ -86,9 +91,7 @@ def test_other_keys_and_unmergeable_steps_keep_their_place():
     pipeline.submit(3, None, log.alone([3]))  # a change: never merged
     _submit(pipeline, log, "a", [4])
     _submit(pipeline, log, "a", [5])
-    gate.set()
-    pipeline.wait()
-    pipeline.close()
+    _release(pipeline, gate)
     assert log.records() == [1, 2, 3, 4, 5]
     assert ("alone", [3]) in log.calls
     for kind, numbers in log.calls:
@@ -102,9 +105,7 @@ def test_merge_limit_bounds_the_rows_of_a_shared_write():
     _submit(pipeline, log, "t", [1, 2])
     _submit(pipeline, log, "t", [3, 4])
     _until_waiting_for_postgres(pipeline, 2)
-    gate.set()
-    pipeline.wait()
-    pipeline.close()
+    _release(pipeline, gate)
     assert log.calls == [("merged", [1, 2]), ("merged", [3, 4])]
 
 
@@ -114,9 +115,7 @@ def test_no_merging_without_a_limit():
     _submit(pipeline, log, "t", [1])
     _submit(pipeline, log, "t", [2])
     _until_waiting_for_postgres(pipeline, 2)
-    gate.set()
-    pipeline.wait()
-    pipeline.close()
+    _release(pipeline, gate)
     assert log.calls == [("merged", [1]), ("merged", [2])]
 
 
