@@ -14,7 +14,7 @@ from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.faults import fault_point
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec, WriteResult
+from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)
@@ -106,11 +106,7 @@ class Flusher:
         force_drain: bool = False,
     ) -> None:
         """Step 2, after step 1 succeeded: write PostgreSQL (Kafka-only tables: forced only)."""
-        started = time.perf_counter()
-        if route.to_postgres or force_drain:
-            self.write_to_postgres(route, keys, records)
-        self.metrics.log_batch_time(route.spec.name, len(records), time.perf_counter() - started)
-        self.metrics.log_totals_if_due()
+        self.write_batches(route, [(keys, records)], force_drain=force_drain)
 
     def change_messages(
         self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
@@ -160,24 +156,22 @@ class Flusher:
         fault_point("after_kafka_ack")
 
     def write_batches(
-        self, route: TableRoute, parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]]
+        self,
+        route: TableRoute,
+        parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]],
+        *,
+        force_drain: bool = False,
     ) -> None:
-        """Step 2 for batches of one table that waited together: see PostgresWriter.write_parts."""
+        """Step 2 for one batch, or batches of one table that waited together
+        (see PostgresWriter.write_parts)."""
         started = time.perf_counter()
         rows = sum(len(records) for _, records in parts)
-        if route.to_postgres:
-            self._count(route, self.postgres.write_parts(route.spec, parts))
+        if route.to_postgres or force_drain:
+            result = self.postgres.write_parts(route.spec, parts)
+            self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
+            self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
+            if result.fallback_used:
+                self.metrics.increment(DrainerMetric.BATCH_FALLBACK_USED)
+                self.metrics.log(DrainerMetric.BATCH_FALLBACK_USED, 1, table=route.spec.name)
         self.metrics.log_batch_time(route.spec.name, rows, time.perf_counter() - started)
         self.metrics.log_totals_if_due()
-
-    def write_to_postgres(
-        self, route: TableRoute, keys: Sequence[str], records: Sequence[dict[str, Any]]
-    ) -> None:
-        self._count(route, self.postgres.write(route.spec, keys, records))
-
-    def _count(self, route: TableRoute, result: WriteResult) -> None:
-        self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
-        self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
-        if result.fallback_used:
-            self.metrics.increment(DrainerMetric.BATCH_FALLBACK_USED)
-            self.metrics.log(DrainerMetric.BATCH_FALLBACK_USED, 1, table=route.spec.name)
