@@ -26,6 +26,7 @@ _CONTROL_SCHEMA: dict[str, Any] = {
 }
 # Decimals are written as exact JSON numbers (every digit and the scale).
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
+MAX_SHAPES = 1024  # row shapes remembered per table (see TableSchema.observe)
 
 
 def dumps(message: Mapping[str, Any]) -> bytes:
@@ -66,9 +67,16 @@ class TableSchema:
         self.configured_keys = key_properties
         self.types: dict[str, str | None] = {}
         self.unset: set[str] = set()  # columns seen only with null so far
+        self._shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
 
     def observe(self, row: Mapping[str, Any]) -> bool:
         """Take in a row's columns; True when the schema changed."""
+        # A row with the columns and value types of a row seen before cannot
+        # change the schema (types only widen): one set lookup per row
+        # instead of a type check per value.
+        shape = (tuple(row), tuple(map(type, row.values())))
+        if shape in self._shapes:
+            return False
         changed = False
         for column, value in row.items():
             kind = json_type(value)
@@ -85,6 +93,9 @@ class TableSchema:
                 elif (new := widen(self.types[column], kind)) != self.types[column]:
                     self.types[column] = new
                     changed = True
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes.add(shape)
         return changed
 
     @property
@@ -106,7 +117,7 @@ class TableSchema:
 
 
 class ByteSink(Protocol):
-    def write(self, data: bytes, /) -> int: ...
+    def write(self, data: bytes | bytearray, /) -> int: ...
 
     def flush(self) -> None: ...
 
@@ -125,7 +136,7 @@ class MessageWriter:
         self._deselected = deselected or set()
         self.tables: dict[str, TableSchema] = {}
         self.records_written = 0
-        self._pending: list[bytes] = []  # lines not written yet: out with the next STATE
+        self._pending = bytearray()  # lines not written yet: out with the next STATE
 
     def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
         if operation.table in self._deselected:
@@ -144,11 +155,13 @@ class MessageWriter:
                     "key_properties": table.key_properties,
                 }
             )
-        record = dict(operation.row)
-        record[control.OPERATION] = operation.kind
-        record[control.FORCE_DRAIN] = operation.force_drain
-        record[control.SOURCE_STREAM] = stream_key
-        record[control.SOURCE_ENTRY_ID] = entry_id
+        record = {
+            **operation.row,
+            control.OPERATION: operation.kind,
+            control.FORCE_DRAIN: operation.force_drain,
+            control.SOURCE_STREAM: stream_key,
+            control.SOURCE_ENTRY_ID: entry_id,
+        }
         if operation.kind != "insert":
             record[control.WHERE] = operation.where
         if operation.model is not None:
@@ -163,9 +176,9 @@ class MessageWriter:
 
     def flush(self) -> None:
         """Write the lines held back (SCHEMA and RECORD lines go out with the next STATE)."""
-        lines, self._pending = self._pending, []
+        lines, self._pending = self._pending, bytearray()
         stream = self._stream()
-        stream.write(b"".join(lines))
+        stream.write(lines)
         stream.flush()
 
     def _stream(self) -> ByteSink:
@@ -176,7 +189,14 @@ class MessageWriter:
 
     def _write(self, message: Mapping[str, Any]) -> None:
         # Held until the next STATE: one write per read batch, not per record.
-        self._pending.append(dumps(message) + b"\n")
+        pending = self._pending
+        size = len(pending)
+        try:
+            _ENCODER.encode_into(message, pending, -1)
+        except BaseException:
+            del pending[size:]  # a message that cannot be encoded leaves no partial line
+            raise
+        pending += b"\n"
 
 
 class _TextAdapter:
@@ -185,7 +205,7 @@ class _TextAdapter:
     def __init__(self, text: IO[str]) -> None:
         self._text = text
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         return self._text.write(data.decode())
 
     def flush(self) -> None:

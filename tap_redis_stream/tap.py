@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from types import FrameType
 from typing import Any, ClassVar
 
@@ -182,6 +183,10 @@ class TapRedisStream(Tap):
                 lag=LagTracker(client.count_entries) if server is not None else None,
                 reconnect_timeout_seconds=float(self._setting("redis_reconnect_timeout_seconds")),
             )
+            # The objects alive now (the SDK, its schemas, the settings) stay
+            # alive: frozen, the garbage collector stops traversing them in
+            # every full collection the per-entry dicts trigger (~10% of a run).
+            gc.freeze()
             reader.run()
             reader.writer.state(reader.state())
             self.logger.info(

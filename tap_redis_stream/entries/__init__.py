@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -38,8 +37,7 @@ def as_parse_error(exc: Exception) -> EntryParseError:
     return EntryParseError(f"cannot be written as a Singer message: {exc}")
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(msgspec.Struct, frozen=True):
     """One decoded stream entry: what to do to which table.
 
     `row` maps column names (already mapped / snake_cased) to values ready for
@@ -48,6 +46,9 @@ class Operation:
     entries.euler_kv for its shape). `model` is, for an update, the full
     updated row the KV layer sent (`updatedModel`, columns mapped): what the
     old drainer published to Kafka for it.
+
+    A frozen msgspec Struct rather than a dataclass: one is built per entry,
+    and a Struct builds in a tenth of the time.
     """
 
     table: str

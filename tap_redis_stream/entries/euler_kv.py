@@ -47,6 +47,16 @@ that is not a JSON string or array of strings are all failures. So are
 entries the drainer could not have written: no columns to insert or set, two
 fields that map to one column, or an update whose second part is not exactly
 one where clause.
+
+Speed: a Create, the common entry, is first decoded by msgspec into typed
+structs (`_Create`), which checks the envelope's shape in C and skips
+`modelObject` without building it; its columns come from a cache keyed by
+the field names. Anything that does not fit, and every Update and Delete,
+takes the general path below, which also words every error message. The
+fast path never accepts what the general path would decode differently; it
+may accept a Create whose ignored parts (`modelObject`, the values of
+`contents_v2` other than `command`) hold JSON numbers beyond a double, which
+the general path's JSON parser refuses.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 import orjson
 import zstandard
 
@@ -86,6 +97,40 @@ _CONTENTS_V2_FIELDS = frozenset(_CONTENTS_V2_ORDER)
 _COMPARISONS = {"$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _LIST_OPERATORS = {"$in": "in", "$notIn": "not_in"}
 _ABSENT: Any = object()
+_MAX_CACHED_SHAPES = 4096
+
+
+class _CreateCommand(msgspec.Struct):
+    tag: str
+    contents: dict[str, str | list[str]]
+
+
+class _CreateContentsV2(msgspec.Struct):
+    # Required, as the general path requires them; their values are unused.
+    cmdVersion: msgspec.Raw
+    tag: msgspec.Raw
+    timestamp: msgspec.Raw
+    dbName: msgspec.Raw
+    command: _CreateCommand
+
+
+class _Create(msgspec.Struct, tag="Create", tag_field="tag"):
+    contents_v2: _CreateContentsV2
+    mappings: dict[str, str] = {}
+    forceDrainToDB: bool = False
+
+
+class _Update(msgspec.Struct, tag="Update", tag_field="tag"):
+    pass
+
+
+class _Delete(msgspec.Struct, tag="Delete", tag_field="tag"):
+    pass
+
+
+# A union, so that the tag is required (a lone tagged Struct takes it as optional).
+_CREATE = msgspec.json.Decoder(_Create | _Update | _Delete)
+_NOT_FAST = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
 @lru_cache(maxsize=8192)
@@ -135,6 +180,8 @@ class EulerKvDecoder:
             raise ValueError("max_decompressed_bytes must be positive")
         self._max_decompressed_bytes = max_decompressed_bytes
         self._zstd = zstandard.ZstdDecompressor()
+        # (field names, mappings) -> column names, for Creates.
+        self._shapes: dict[Any, tuple[str, ...] | None] = {}
 
     def decode(self, stream_key: str, fields: Mapping[bytes, bytes]) -> Operation:
         """Decode an entry's fields; `stream_key` is unused (the format names the table)."""
@@ -153,6 +200,46 @@ class EulerKvDecoder:
         """Decode the `command` field's value (JSON, or a zstd frame of JSON)."""
         if raw[:4] == ZSTD_MAGIC:
             raw = self._decompress(raw)
+        try:
+            create = _CREATE.decode(raw)
+        except _NOT_FAST:
+            return self._decode_general(raw)
+        if type(create) is not _Create:
+            return self._decode_general(raw)
+        return self._fast_create(create) or self._decode_general(raw)
+
+    def _fast_create(self, create: _Create) -> Operation | None:
+        """The Operation for a well-formed Create; None to let the general path decide."""
+        command = create.contents_v2.command
+        table = _table_name(command.tag, "Object")
+        contents = command.contents
+        mappings = create.mappings
+        key: Any = tuple(contents)
+        if mappings:
+            key = (key, tuple(mappings.items()))
+        columns = self._shapes.get(key, _ABSENT)
+        if columns is _ABSENT:
+            columns = _create_columns(contents, mappings)
+            if len(self._shapes) >= _MAX_CACHED_SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = columns
+        if table is None or columns is None:
+            return None
+        try:
+            values = [
+                parse_value(value) if type(value) is str else decode_json_value(value)
+                for value in contents.values()
+            ]
+        except HaskellShowError:
+            return None
+        return Operation(
+            table=table,
+            kind="insert",
+            row=dict(zip(columns, values, strict=True)),
+            force_drain=create.forceDrainToDB,
+        )
+
+    def _decode_general(self, raw: bytes) -> Operation:
         try:
             envelope = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -247,6 +334,24 @@ def _mappings(envelope: dict[str, Any]) -> dict[str, str]:
             found = "an empty string" if column == "" else json_type_name(column)
             raise EntryParseError(f"mappings[{field!r}] is {found}, expected a non-empty string")
     return mappings
+
+
+@lru_cache(maxsize=1024)
+def _table_name(model: str, suffix: str) -> str | None:
+    """The table a model tag names, or None when it does not end in `suffix` or names none."""
+    if not model.endswith(suffix):
+        return None
+    return quiet_snake(model[: -len(suffix)]) or None
+
+
+def _create_columns(contents: dict[str, Any], mappings: dict[str, str]) -> tuple[str, ...] | None:
+    """Column names for a Create's fields; None when one names no column or two share one."""
+    if not contents or not all(mappings.values()):
+        return None
+    columns = tuple(mappings.get(field) or quiet_snake(field) for field in contents)
+    if "" in columns or len(set(columns)) != len(columns):
+        return None
+    return columns
 
 
 def _table(command: dict[str, Any], suffix: str, tag: str) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 import zstandard
 
-from tap_redis_stream.entries import EntryParseError, Operation
+from tap_redis_stream.entries import EntryParseError, Operation, euler_kv
 from tap_redis_stream.entries.euler_kv import ZSTD_MAGIC, EulerKvDecoder, quiet_snake
 from tests import kv_workload
 
@@ -222,6 +222,67 @@ def test_workload_creates_decode_to_their_ground_truth(compress: bool) -> None:
         assert operation.force_drain is entry.force_drain
         assert operation.row == {k: expected_value(v) for k, v in entry.row.items()}
     assert (seen_compressed > 0) is compress
+
+
+def _outcome(decode_raw: Any, raw: bytes) -> Any:
+    try:
+        return decode_raw(raw)
+    except EntryParseError as exc:
+        return f"error: {exc}"
+
+
+def test_workload_creates_take_the_fast_path() -> None:
+    decoder = EulerKvDecoder()
+    for entry in kv_workload.creates(200, compress=False, force_every=5):
+        create = euler_kv._CREATE.decode(entry.payload)
+        assert isinstance(create, euler_kv._Create)
+        assert decoder._fast_create(create) is not None
+
+
+def test_fast_path_ignores_model_object_numbers_beyond_a_double() -> None:
+    # The one documented difference: the general path's JSON parser refuses 1e400.
+    raw = SPEC_CREATE.replace(b'"modelObject":{', b'"modelObject":{"far":1e400,')
+    assert decode(raw) == SPEC_CREATE_OP
+    assert "not valid JSON" in _outcome(EulerKvDecoder()._decode_general, raw)
+
+
+def _differential_corpus() -> list[bytes]:
+    corpus = [entry.payload for entry in kv_workload.creates(300, compress=False, force_every=3)]
+    corpus += [cast(bytes, param.values[0]) for param in SPEC_EXAMPLES + POISON]
+    fields = {"fooBar": '"a"', "baz": "7", "when": "2024-06-01", "tags": ['"x"', "SqlNull"]}
+    corpus += [
+        create(fields, mappings={"fooBar": "renamed"}),
+        create(fields, mappings={"fooBar": "baz"}),  # two fields, one column
+        create(fields, mappings={"fooBar": ""}),
+        create({"a_b": '"1"', "aB": '"2"'}),  # both snake_case to a_b
+        create({"-": '"1"'}),  # names no column
+        create(fields, model="Fare"),  # no Object suffix
+        create(fields, model=""),
+        create({"bad": '"unterminated'}),
+        create({"bad": '"esc\\q"'}),
+        create({"bad": '"caf\\233 \\SOH\\&5 \\1114112"'}),
+        create({"bad": 5}),
+        create({"bad": ['"a"', 1]}),
+        create(fields, forceDrainToDB=None),
+        create(fields, forceDrainToDB=True, modelObject={"id": 1}),
+        b'{"tag":"Create","contents_v2":{"cmdVersion":"V2","command":{"tag":"AObject",'
+        b'"contents":{"a":"1","a":"2"}},"dbName":"p","tag":"t","timestamp":1},"mappings":{}}',
+    ]
+    return corpus
+
+
+def test_fast_path_decides_as_the_general_path() -> None:
+    """Whatever the msgspec fast path accepts, the general path decodes the same way;
+    what it declines gets the general path's error."""
+    fast = EulerKvDecoder()
+    other = EulerKvDecoder()
+
+    def general(raw: bytes) -> Operation:
+        return other._decode_general(other._decompress(raw) if raw[:4] == ZSTD_MAGIC else raw)
+
+    corpus = _differential_corpus()
+    for raw in corpus + corpus:  # twice: the second pass uses the cached column shapes
+        assert _outcome(fast.decode_command, raw) == _outcome(general, raw), raw
 
 
 # --- names -------------------------------------------------------------------
