@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 MAX_SEQ = 2**64 - 1
+_new_tuple = tuple.__new__
 
 
 class EntryId(NamedTuple):
@@ -15,11 +16,18 @@ class EntryId(NamedTuple):
 
     @classmethod
     def parse(cls, text: str | bytes) -> EntryId:
-        raw = text.decode() if isinstance(text, bytes) else text
-        ms, _, seq = raw.partition("-")
+        # Once per entry read: int() takes the bytes as they are, and
+        # tuple.__new__ skips the generated __new__'s Python frame.
+        ms: str | bytes
+        seq: str | bytes
+        if isinstance(text, bytes):
+            ms, _, seq = text.partition(b"-")
+        else:
+            ms, _, seq = text.partition("-")
         try:
-            return cls(int(ms), int(seq or 0))
+            return _new_tuple(cls, (int(ms), int(seq or 0)))
         except ValueError:
+            raw = text.decode(errors="replace") if isinstance(text, bytes) else text
             raise ValueError(f"not a stream entry ID: {raw!r}") from None
 
     def next(self) -> EntryId:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import threading
 import time
 from functools import cached_property
@@ -188,6 +189,9 @@ class TargetBatchedPostgres(Target):
     # read; preflight must run there so bad settings fail before any input.
     def listen(self, file_input: Any = None) -> None:  # type: ignore[misc]
         self.preflight()
+        # What is alive now (the SDK, settings, connections) lives to the end:
+        # frozen, full collections stop traversing it (~5% of a W1 run).
+        gc.freeze()
         super().listen(file_input)
 
     def process_endofpipe(self) -> None:

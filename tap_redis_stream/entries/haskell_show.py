@@ -48,6 +48,8 @@ from __future__ import annotations
 import decimal
 import re
 
+import orjson
+
 __all__ = [
     "HaskellShowError",
     "Scalar",
@@ -74,6 +76,9 @@ _NUMBER_STARTS = frozenset("-0123456789")
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
 _HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
 _OCTAL_DIGITS = re.compile(r"[0-7]+")
+# A backslash followed by anything but the escapes Haskell and JSON spell
+# alike (\" \\ \n \r \t \b \f): such a literal needs the full decoder.
+_NOT_A_JSON_ESCAPE = re.compile(r'\\[^"\\nrtbf]')
 
 _SINGLE_CHAR_ESCAPES = {
     "a": "\a",
@@ -194,6 +199,15 @@ def parse_string(text: str) -> str:
         if '"' in body:
             raise HaskellShowError(f'unescaped " at offset {body.index(chr(34)) + 1}')
         return body
+    if _NOT_A_JSON_ESCAPE.search(body) is None:
+        # Only escapes that mean the same in JSON (a JSON column's \"): the
+        # literal is a JSON string, and orjson decodes it at C speed.
+        try:
+            value: str = orjson.loads(text)
+        except ValueError:
+            pass  # an unescaped quote, a raw control character: the full decoder says which
+        else:
+            return value
     return _unescape(text, len(text) - 1)
 
 

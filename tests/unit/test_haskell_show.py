@@ -226,6 +226,10 @@ def test_json_type_names() -> None:
         ('"\\"\\""', '""'),
         ('"\\\\"', "\\"),
         ('"\\\\\\""', '\\"'),
+        # JSON-compatible escapes take orjson; raw control characters (which
+        # JSON refuses) and non-ASCII text must come out the same.
+        ('"a\\"\x01\tb"', 'a"\x01\tb'),
+        ('"\u00e9\\"x\\\\"', '\u00e9"x\\'),
     ],
 )
 def test_escapes(literal: str, expected: str) -> None:
@@ -249,6 +253,7 @@ def test_every_ascii_control_name(code: int, name: str) -> None:
         ('"abc\\"', "backslash at the end of a quoted string"),
         ('"\\q"', "invalid escape \\q at offset 1"),
         ('"ok\\z"', "invalid escape \\z at offset 3"),
+        ('"\u00e9\\"x\\/"', "invalid escape \\/ at offset 5"),  # JSON's \/ is not Haskell's
         ('"\\X41"', "invalid escape \\X at offset 1"),
         ('"\\ABC"', "invalid escape \\A at offset 1"),
         ('"\\x"', "numeric escape without digits at offset 1"),
