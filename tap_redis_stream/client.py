@@ -94,6 +94,28 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _xread_reply(response: Any, **options: Any) -> Batch:
+    """XREAD's reply as the tap's batch, in one pass: its own client's callback.
+
+    redis-py's callback builds a dict per entry through a generic helper, then
+    the batch would be built from that. RESP2 replies with a list of [key,
+    entries], RESP3 with a map; each entry is [id, [field, value, ...]].
+    """
+    if not response:
+        return []
+    parse = EntryId.parse
+    return [
+        (
+            _text(key),
+            [
+                (parse(i), {f[0]: f[1]} if len(f) == 2 else dict(zip(f[::2], f[1::2], strict=True)))
+                for i, f in entries
+            ],
+        )
+        for key, entries in (response.items() if isinstance(response, dict) else response)
+    ]
+
+
 def _key_text(key: Any, pattern: str) -> str:
     try:
         return _text(key)
@@ -151,7 +173,9 @@ class StreamClient:
         self.cluster = cluster
         if cluster:
             return RedisCluster.from_url(self.url, **self._options)
-        return redis.Redis.from_url(self.url, **self._options)
+        client = redis.Redis.from_url(self.url, **self._options)
+        client.set_response_callback("XREAD", _xread_reply)
+        return client
 
     def _cluster_enabled(self, probe: redis.Redis) -> bool:
         try:
@@ -241,10 +265,7 @@ class StreamClient:
         if self.cluster:
             return self._read_cluster(cursors, count, block_ms)
         streams: dict[Any, Any] = {key: str(cursor) for key, cursor in cursors.items()}
-        reply: Any = self.call("xread", streams, count=count, block=block_ms)
-        batch: Batch = []
-        for key, entries in reply or []:
-            batch.append((_text(key), [(EntryId.parse(i), dict(f)) for i, f in entries]))
+        batch: Batch = self.call("xread", streams, count=count, block=block_ms)
         return batch
 
     def _read_cluster(

@@ -226,18 +226,14 @@ class EulerKvDecoder:
         if table is None or columns is None:
             return None
         try:
-            values = [
-                parse_value(value) if type(value) is str else decode_json_value(value)
-                for value in contents.values()
-            ]
+            row = {
+                column: parse_value(value) if type(value) is str else decode_json_value(value)
+                # Not strict: the columns were made from these very keys.
+                for column, value in zip(columns, contents.values())  # noqa: B905
+            }
         except HaskellShowError:
             return None
-        return Operation(
-            table=table,
-            kind="insert",
-            row=dict(zip(columns, values, strict=True)),
-            force_drain=create.forceDrainToDB,
-        )
+        return Operation(table=table, kind="insert", row=row, force_drain=create.forceDrainToDB)
 
     def _decode_general(self, raw: bytes) -> Operation:
         try:

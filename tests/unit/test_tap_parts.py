@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from tap_redis_stream.client import is_pattern, owns
+from tap_redis_stream.client import _xread_reply, is_pattern, owns
 from tap_redis_stream.entries import EntryParseError, Operation
 from tap_redis_stream.entries.fields import FieldsDecoder, JsonDecoder, stream_base
 from tap_redis_stream.entry_id import EntryId
@@ -22,6 +22,23 @@ def test_entry_ids_order_as_numbers():
     assert EntryId(7, 2**64 - 1).next() == EntryId(8, 0)
     with pytest.raises(ValueError, match="not a stream entry ID"):
         EntryId.parse("x-1")
+
+
+@pytest.mark.parametrize("resp3", [False, True])
+def test_xread_reply_becomes_the_batch_in_one_pass(resp3):
+    entries_a = [[b"1-1", [b"command", b"x"]], [b"1-2", [b"a", b"1", b"b", b"2"]]]
+    entries_b = [[b"7-0", [b"f", b"v"]]]
+    reply = (
+        {b"s{a}": entries_a, b"s{b}": entries_b}
+        if resp3
+        else [[b"s{a}", entries_a], [b"s{b}", entries_b]]
+    )
+    assert _xread_reply(reply) == [
+        ("s{a}", [(EntryId(1, 1), {b"command": b"x"}), (EntryId(1, 2), {b"a": b"1", b"b": b"2"})]),
+        ("s{b}", [(EntryId(7, 0), {b"f": b"v"})]),
+    ]
+    assert _xread_reply(None) == []
+    assert _xread_reply({} if resp3 else []) == []
 
 
 def test_bookmarks_from_state():
