@@ -14,7 +14,7 @@ from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.faults import fault_point
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
+from target_batched_postgres.postgres_writer import Encoded, PostgresWriter, TableSpec
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ class Flusher:
         records: Sequence[dict[str, Any]],
         *,
         force_drain: bool = False,
+        encoded: Encoded | None = None,
     ) -> None:
         """Step 2, after step 1 succeeded: write PostgreSQL (Kafka-only tables: forced only)."""
-        self.write_batches(route, [(keys, records)], force_drain=force_drain)
+        self.write_batches(route, [(keys, records)], force_drain=force_drain, encoded=[encoded])
 
     def change_messages(
         self, route: TableRoute, record: dict[str, Any], *, publish_deletes: bool
@@ -161,13 +162,14 @@ class Flusher:
         parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]],
         *,
         force_drain: bool = False,
+        encoded: Sequence[Encoded | None] | None = None,
     ) -> None:
         """Step 2 for one batch, or batches of one table that waited together
-        (see PostgresWriter.write_parts)."""
+        (see PostgresWriter.write_parts; `encoded`: their `encode_ahead`)."""
         started = time.perf_counter()
         rows = sum(len(records) for _, records in parts)
         if route.to_postgres or force_drain:
-            result = self.postgres.write_parts(route.spec, parts)
+            result = self.postgres.write_parts(route.spec, parts, encoded)
             self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
             self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
             if result.fallback_used:

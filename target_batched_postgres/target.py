@@ -358,18 +358,26 @@ class TargetBatchedPostgres(Target):
         """Hand a flush to the writer threads (see pipeline.py)."""
         flusher, target = self.flusher, route.snapshot()
         mergeable = None
+        encoded = None
         if not force_drain:
+            if target.to_postgres:
+                # Encoded here, so that the writer thread keeps PostgreSQL busy.
+                encoded = flusher.postgres.encode_ahead(target.spec.name, columns, records)
             key = (target.stream, target.spec, target.to_postgres)
             mergeable = Mergeable(
                 key,
                 len(records),
-                (columns, records),
-                lambda parts: flusher.write_batches(target, parts),
+                (columns, records, encoded),
+                lambda parts: flusher.write_batches(
+                    target, [(c, r) for c, r, _ in parts], encoded=[e for _, _, e in parts]
+                ),
             )
         self.pipeline.submit(
             oldest_seq,
             lambda: flusher.batch_messages(target, records),
-            lambda: flusher.write_batch(target, columns, records, force_drain=force_drain),
+            lambda: flusher.write_batch(
+                target, columns, records, force_drain=force_drain, encoded=encoded
+            ),
             mergeable,
         )
 

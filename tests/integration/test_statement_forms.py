@@ -11,8 +11,9 @@ through `build_insert` into a twin table, and compares the two as text.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -23,6 +24,7 @@ from target_batched_postgres.pgtypes import ColumnType
 from target_batched_postgres.postgres_writer import PostgresWriter, RowEncoder
 from target_batched_postgres.reader import decode_line
 from target_batched_postgres.sql import COLUMNS_QUERY, build_insert
+from target_batched_postgres.target import TargetBatchedPostgres
 from tests.integration.target_helpers import config, record_msg, run_target, schema_msg
 
 BUILTIN_COLUMNS = (
@@ -135,6 +137,40 @@ def test_populate_form_writes_what_the_casts_write(pg_url, pg_conn, pg_schema, s
     assert by_id["4"][6] == "{{a,b},{c,d}}"
     assert by_id["1"][7] == "{{1,2},{3,4}}"
     assert by_id["4"][2] == "1000.0"  # the number's own digits, as the casts read them
+
+
+def test_batches_are_encoded_ahead_on_the_main_thread(pg_url, pg_conn, pg_schema, monkeypatch):
+    """After a signature's first write, the thread that forms a batch encodes it, and the
+    writer thread sends that parameter: the rows are the ones the casts write."""
+    threads: list[str] = []
+    populate = RowEncoder.populate
+
+    def recording(self: RowEncoder, rows: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return populate(self, rows)
+
+    monkeypatch.setattr(postgres_writer.RowEncoder, "populate", recording)
+    submit = TargetBatchedPostgres._submit_flush
+
+    def submit_and_wait(self: TargetBatchedPostgres, *args: Any, **kwargs: Any) -> None:
+        submit(self, *args, **kwargs)
+        self.pipeline.wait()  # each batch formed after the one before was written
+
+    monkeypatch.setattr(TargetBatchedPostgres, "_submit_flush", submit_and_wait)
+    for table in ("written", "twin"):
+        _create(pg_conn, pg_schema, table, BUILTIN_COLUMNS)
+    full = [_full({**r, "id": cast(int, r["id"]) + 10 * n}) for n in range(4) for r in GOOD]
+    properties: dict[str, Any] = {name: {} for name in NAMES}
+    lines = [schema_msg("written", properties, ["id"]), *(record_msg("written", r) for r in full)]
+    run_target(config(pg_url, pg_schema, insert_batch_size=3), lines)
+    _through_casts(pg_conn, pg_schema, "twin", [record_msg("twin", r) for r in full])
+    written = _as_text(pg_conn, pg_schema, "written")
+    assert len(written) == len(full)
+    assert written == _as_text(pg_conn, pg_schema, "twin")
+    # No plan yet for the first batch: the writer thread encodes it; then the
+    # main thread encodes each batch and the writer thread sends it as it is.
+    main = threading.main_thread().name
+    assert threads == ["drainer-postgres"] + [main] * 6
 
 
 def test_rows_either_form_refuses_are_dead_lettered_and_the_rest_written(

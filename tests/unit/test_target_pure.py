@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 
 import pytest
 
@@ -20,7 +21,7 @@ from target_batched_postgres.pgtypes import (
     Kind,
     type_for_schema,
 )
-from target_batched_postgres.postgres_writer import ConflictBackoff
+from target_batched_postgres.postgres_writer import ConflictBackoff, Encoded, InsertPlan, _joined
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import apply_env_switches
 from target_batched_postgres.signature import ColumnSignature, data_columns
@@ -213,3 +214,18 @@ def test_conflict_backoff_doubles_the_batches_sent_with_the_clause_then_starts_o
     assert backoff.should_try("t")
     assert backoff.failed("t") == 1  # after a success, one batch again
     assert backoff.should_try("other")
+
+
+def test_batches_encoded_ahead_join_into_one_parameter_only_for_one_plan():
+    plan = InsertPlan({}, True, None)  # type: ignore[arg-type]
+    other = InsertPlan({}, True, None)  # type: ignore[arg-type]
+    a = Encoded(plan, '[{"id":1},{"id":2}]')
+    b = Encoded(plan, '[{"id":3}]')
+    joined = _joined([a, b])
+    assert joined is not None
+    assert joined.plan is plan
+    assert json.loads(joined.param) == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert _joined([a]) == a
+    assert _joined([a, None]) is None  # one batch encoded in the writer: all are
+    assert _joined([None, a]) is None
+    assert _joined([a, Encoded(other, "[]")]) is None  # encoded for another plan
