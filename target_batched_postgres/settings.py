@@ -41,7 +41,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "max_batches_per_statement",
         th.IntegerType(minimum=1),
-        default=8,
+        default=16,
         description=(
             "When PostgreSQL falls behind, consecutive batches of one table that are all "
             "waiting for it are written in one statement, up to this many (fewer, larger "

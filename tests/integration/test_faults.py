@@ -156,7 +156,7 @@ def test_a_target_checkpointing_too_early_is_caught(servers, tmp_path, monkeypat
     script.chmod(0o755)
     monkeypatch.setattr(fp, "TARGET_BIN", script)
     scenario = fh.Scenario(servers, tmp_path, seed=0, insert_batch_size=100, read_count=20)
-    outcome = fh.kill_chain(scenario, lambda: fh.Kill("target", "after_kafka_ack", 2), kills=2)
+    outcome = fh.kill_chain(scenario, lambda: fh.Kill("target", "after_kafka_ack", 1), kills=2)
     assert any("passed entry" in p for p in outcome.verdict.problems), outcome.summary()
 
 
