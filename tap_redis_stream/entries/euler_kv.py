@@ -354,8 +354,8 @@ def _table(command: dict[str, Any], suffix: str, tag: str) -> str:
     model = command["tag"]
     if not isinstance(model, str) or not model.endswith(suffix):
         raise EntryParseError(f"contents_v2.command.tag {model!r} must end in {suffix!r} for {tag}")
-    table = quiet_snake(model[: -len(suffix)])
-    if not table:
+    table = _table_name(model, suffix)
+    if table is None:
         raise EntryParseError(f"contents_v2.command.tag {model!r} names no table")
     return table
 
