@@ -384,19 +384,16 @@ def _create_row(contents: Any, mappings: dict[str, str]) -> dict[str, Any]:
         )
     if not contents:
         raise EntryParseError("Create contents_v2.command.contents has no fields")
-    row: dict[str, Any] = {}
-    field = ""
-    try:
-        # The hot path: one try block per entry, not per value.
-        for field, value in contents.items():
-            row[mappings.get(field) or quiet_snake(field)] = (
-                parse_value(value) if type(value) is str else decode_json_value(value)
-            )
-    except HaskellShowError as exc:
-        raise EntryParseError(f"Create contents field {field!r}: {exc}") from exc
-    if "" in row or len(row) != len(contents):
+    values: list[Any] = []
+    for field, value in contents.items():
+        try:
+            values.append(decode_json_value(value))
+        except HaskellShowError as exc:
+            raise EntryParseError(f"Create contents field {field!r}: {exc}") from exc
+    columns = _create_columns(contents, mappings)
+    if columns is None:
         _explain_columns(list(contents), mappings, "Create contents")
-    return row
+    return dict(zip(columns or (), values, strict=True))
 
 
 def _update(contents: Any, mappings: dict[str, str]) -> tuple[dict[str, Any], WhereClause]:
