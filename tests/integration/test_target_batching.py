@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -417,3 +419,54 @@ def test_upserts_keep_signatures_apart(pg_url, pg_schema, pg_conn):
     assert [(r[0], r[1], r[2]) for r in got] == [
         (i, f"m{i}", "kept" if i % 2 else "y") for i in range(200)
     ]
+
+
+def _batch_msg(stream: str, files: list[Path], compression: str) -> str:
+    return json.dumps(
+        {
+            "type": "BATCH",
+            "stream": stream,
+            "encoding": {"format": "jsonl", "compression": compression},
+            "manifest": [path.as_uri() for path in files],
+        }
+    )
+
+
+def test_batch_messages_are_bucketed_like_records(tmp_path, pg_url, pg_schema, pg_conn):
+    """A tap with `batch_config` sends BATCH messages (JSONL files, gzip or not):
+    their records take the RECORD path (buckets, force drain, dead letters), and a
+    STATE after them waits until they are durable."""
+    gz = tmp_path / "part-1.json.gz"
+    with gzip.open(gz, "wt") as out:
+        out.writelines(json.dumps({"id": i, "name": f"n{i}"}) + "\n" for i in range(1, 5))
+    plain = tmp_path / "part-2.json"
+    plain.write_text(
+        json.dumps({"id": 5, "name": "forced", "_sdc_force_drain": True})
+        + "\n"
+        + json.dumps({"id": "not a number", "name": "bad"})
+        + "\n"
+        + json.dumps({"id": 6, "name": "n6", "city": "c"})
+        + "\n"
+    )
+    schema = {**PROPS, "_sdc_force_drain": {"type": "boolean"}}
+    run = start_target(config(pg_url, pg_schema, insert_batch_size=100))
+    run.feed([schema_msg("people", schema, ["id"]), _batch_msg("people", [gz], "gzip")])
+    run.feed([state_msg({"after": 1}), _batch_msg("people", [plain], "none")])
+    # The forced record went at once and alone; the other records wait in buckets,
+    # and so does the STATE that follows them.
+    assert rows(pg_conn, pg_schema, "people") == [(5, "forced", None)]
+    assert run.states == []
+    run.feed([state_msg({"after": 2})])
+    run.finish()
+    assert sorted(rows(pg_conn, pg_schema, "people")) == [
+        (1, "n1", None), (2, "n2", None), (3, "n3", None), (4, "n4", None),
+        (5, "forced", None), (6, "n6", "c"),
+    ]  # fmt: skip
+    assert run.states == [{"after": 2}]
+    letters = pg_conn.execute(
+        sql.SQL("SELECT payload->>'name' FROM {}").format(
+            sql.Identifier(pg_schema, "_dead_letters")
+        )
+    ).fetchall()
+    assert letters == [("bad",)]
+    assert run.count(DrainerMetric.RECORDS_WRITTEN) == 6
