@@ -13,6 +13,8 @@ from __future__ import annotations
 import decimal
 import json
 import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import IO, Any
 
 import msgspec
@@ -20,6 +22,8 @@ from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 _DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+# msgspec raises RecursionError when too deep, UnicodeDecodeError on bytes not UTF-8.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 SHOWN_CHARS = 200
 
 
@@ -27,8 +31,7 @@ def decode_line(line: str | bytes) -> dict[str, Any]:
     """One Singer message; InvalidInputLine (showing its start) when it is not a JSON object."""
     try:
         message = _DECODER.decode(line)
-    # msgspec raises RecursionError when too deep, UnicodeDecodeError on bytes not UTF-8.
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as fast_error:
+    except _DECODE_ERRORS as fast_error:
         try:
             message = json.loads(line, parse_float=decimal.Decimal, parse_constant=str)
         except (ValueError, RecursionError) as exc:
@@ -55,3 +58,32 @@ class FastSingerReader(GenericSingerReader[Any]):
 
     def deserialize_json(self, line: Any) -> dict:
         return decode_line(line)
+
+    def process_lines(
+        self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
+    ) -> Counter[str]:
+        """The SDK's loop (same callbacks, errors and counts), with less work per line.
+
+        A line msgspec decodes to an object goes straight to its callback;
+        anything else takes `decode_line` for its fallback or its error.
+        """
+        stats: dict[str, int] = defaultdict(int)
+        decode = _DECODER.decode
+        for line in file_input or self.default_input:
+            self._current_message = line
+            try:
+                message = decode(line)
+            except _DECODE_ERRORS:
+                message = decode_line(line)
+            if type(message) is not dict:
+                message = decode_line(line)  # raises: not a JSON object
+            if "type" not in message:
+                self.assert_line_requires(message, requires={"type"})  # raises
+            kind = message["type"]
+            callback = callbacks.get(kind)
+            if callback is None:
+                self._process_unknown_message(message)
+            else:
+                callback(message)
+            stats[kind] += 1
+        return Counter(**stats)

@@ -8,7 +8,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from psycopg import sql
+from singer_sdk.exceptions import MissingKeyPropertiesError
 
 from target_batched_postgres.metrics import DrainerMetric
 from tests.integration.target_helpers import (
@@ -470,3 +472,11 @@ def test_batch_messages_are_bucketed_like_records(tmp_path, pg_url, pg_schema, p
     ).fetchall()
     assert letters == [("bad",)]
     assert run.count(DrainerMetric.RECORDS_WRITTEN) == 6
+
+
+def test_a_record_without_its_key_property_is_refused_with_the_sdk_error(pg_url, pg_schema):
+    run = start_target(config(pg_url, pg_schema))
+    lines = [schema_msg("people", PROPS, ["id"]), record_msg("people", {"id": 1, "name": "a"})]
+    run.feed(lines)
+    with pytest.raises(MissingKeyPropertiesError, match="missing one or more key_properties"):
+        run.feed([record_msg("people", {"name": "no id"})])
