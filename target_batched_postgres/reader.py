@@ -22,7 +22,8 @@ from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 _DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
-# msgspec raises RecursionError when too deep, UnicodeDecodeError on bytes not UTF-8.
+# msgspec raises RecursionError when too deep; on bytes not UTF-8, a DecodeError
+# (UnicodeDecodeError before msgspec 0.23).
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 SHOWN_CHARS = 200
 
