@@ -63,21 +63,12 @@ class FastSingerReader(GenericSingerReader[Any]):
     def process_lines(
         self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
     ) -> Counter[str]:
-        """The SDK's loop (same callbacks, errors and counts), with less work per line.
-
-        A line msgspec decodes to an object goes straight to its callback;
-        anything else takes `decode_line` for its fallback or its error.
-        """
+        """The SDK's loop (same callbacks, errors and counts), with less work per line:
+        no method indirection to decode, and the `type` check only as a lookup."""
         stats: dict[str, int] = defaultdict(int)
-        decode = _DECODER.decode
         for line in file_input or self.default_input:
             self._current_message = line
-            try:
-                message = decode(line)
-            except _DECODE_ERRORS:
-                message = decode_line(line)
-            if type(message) is not dict:
-                message = decode_line(line)  # raises: not a JSON object
+            message = decode_line(line)
             if "type" not in message:
                 self.assert_line_requires(message, requires={"type"})  # raises
             kind = message["type"]
