@@ -10,6 +10,8 @@ The target's points, in the order a flush passes them:
 
 - `before_kafka`: a batch (or an update) is about to be produced to Kafka;
 - `after_kafka_ack`: Kafka acknowledged it, PostgreSQL has not seen it;
+- `after_pg_send`: a batch's insert was sent in pipeline mode, its result not
+  read (the statement sent before it may still be in flight too);
 - `during_fallback`: after each record of the per-record fallback, its
   transaction open;
 - `before_pg_commit`: dead letters written, their transaction (and the
@@ -29,7 +31,14 @@ from collections.abc import Callable
 ENV_POINT = "DRAINER_FAULT_POINT"
 ENV_AFTER = "DRAINER_FAULT_AFTER"
 POINTS = frozenset(
-    {"before_kafka", "after_kafka_ack", "before_pg_commit", "during_fallback", "before_state"}
+    {
+        "before_kafka",
+        "after_kafka_ack",
+        "after_pg_send",
+        "before_pg_commit",
+        "during_fallback",
+        "before_state",
+    }
 )
 
 

@@ -14,7 +14,13 @@ from target_batched_postgres.dead_letter import describe_source
 from target_batched_postgres.faults import fault_point
 from target_batched_postgres.kafka_writer import KafkaMessage, KafkaPublisher
 from target_batched_postgres.metrics import DrainerMetric, Metrics
-from target_batched_postgres.postgres_writer import Encoded, PostgresWriter, TableSpec
+from target_batched_postgres.postgres_writer import (
+    Encoded,
+    InFlight,
+    PostgresWriter,
+    TableSpec,
+    WriteResult,
+)
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)
@@ -167,13 +173,69 @@ class Flusher:
         """Step 2 for one batch, or batches of one table that waited together
         (see PostgresWriter.write_parts; `encoded`: their `encode_ahead`)."""
         started = time.perf_counter()
-        rows = sum(len(records) for _, records in parts)
+        result = None
         if route.to_postgres or force_drain:
             result = self.postgres.write_parts(route.spec, parts, encoded)
+        self._written(route, parts, result, started)
+
+    def send_batches(
+        self,
+        route: TableRoute,
+        parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]],
+        encoded: Sequence[Encoded | None],
+    ) -> SentBatches | None:
+        """Step 2 of `write_batches` begun: the insert sent, its result taken by `finish`.
+
+        None when the batches must be written by `write_batches` (see
+        PostgresWriter.send for when).
+        """
+        if not route.to_postgres:
+            return None
+        started = time.perf_counter()
+        sent = self.postgres.send(route.spec, parts, encoded)
+        return None if sent is None else SentBatches(self, route, parts, sent, started)
+
+    def _written(
+        self,
+        route: TableRoute,
+        parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]],
+        result: WriteResult | None,
+        started: float,
+    ) -> None:
+        if result is not None:
             self.metrics.increment(DrainerMetric.RECORDS_WRITTEN, result.written)
             self.metrics.increment(DrainerMetric.RECORDS_DEAD_LETTERED, result.dead_lettered)
             if result.fallback_used:
                 self.metrics.increment(DrainerMetric.BATCH_FALLBACK_USED)
                 self.metrics.log(DrainerMetric.BATCH_FALLBACK_USED, 1, table=route.spec.name)
+        rows = sum(len(records) for _, records in parts)
         self.metrics.log_batch_time(route.spec.name, rows, time.perf_counter() - started)
         self.metrics.log_totals_if_due()
+
+
+class SentBatches:
+    """Batches whose insert is in flight (`Flusher.send_batches`): see pipeline.Sent."""
+
+    def __init__(
+        self,
+        flusher: Flusher,
+        route: TableRoute,
+        parts: Sequence[tuple[Sequence[str], Sequence[dict[str, Any]]]],
+        sent: InFlight,
+        started: float,
+    ) -> None:
+        self._flusher = flusher
+        self._route = route
+        self._parts = parts
+        self._sent = sent
+        self._started = started
+
+    def ready(self, timeout: float) -> bool:
+        return self._flusher.postgres.ready(self._sent, timeout)
+
+    def finish(self) -> None:
+        result = self._flusher.postgres.finish(self._sent)
+        self._flusher._written(self._route, self._parts, result, self._started)
+
+    def abandon(self) -> None:
+        self._flusher.postgres.abandon(self._sent)

@@ -12,7 +12,8 @@ release it) without changing what is written or in which order:
   (`publish_many`): a flush's messages are acknowledged before its PostgreSQL
   step, as always, and a failed publish stops the steps of all of them;
 - Kafka steps run one at a time in submission order, and so do PostgreSQL
-  steps (an update still follows the earlier inserts of its table);
+  steps (an update still follows the earlier inserts of its table), but for
+  batch inserts sent ahead (below), which the server still runs in order;
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
   so no STATE passes a record that is not durable yet (`oldest_waiting_seq`);
 - at most `depth` flushes wait before each step, so memory stays bounded;
@@ -23,9 +24,15 @@ release it) without changing what is written or in which order:
   of queueing. Their records keep their order, and
   none of them counts as finished before that statement committed. Changes
   and force-drained records are never merged;
+- while a PostgreSQL step's statement is in flight and a full statement's
+  worth of steps waits behind it (the queue is full), the next one is sent
+  at once (`Mergeable.send`, up to `send_ahead` in flight): the server runs
+  them in the order sent, and the steps finish in that order. A step that
+  cannot be sent so runs after the ones in flight have finished;
 - the first error stops both threads: later steps are not run (their
-  flushes stay waiting, so no STATE passes them) and the error is raised on
-  the main thread at its next submit or wait. A batch published to Kafka
+  flushes stay waiting, so no STATE passes them; one already in flight is
+  read and left waiting too) and the error is raised on the main thread at
+  its next submit or wait. A batch published to Kafka
   whose PostgreSQL step never ran is published again on the replay: Kafka
   delivery is at least once, and the headers name the source entry.
 """
@@ -35,12 +42,26 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 Step = Callable[[], None]
 Collect = Callable[[], list[Any]]  # a flush's Kafka messages, built on the Kafka thread
+
+
+class Sent(Protocol):
+    """A PostgreSQL step begun without waiting: its statement is in flight."""
+
+    def ready(self, timeout: float) -> bool:
+        """Whether `finish` would find the result there, waiting up to `timeout` seconds."""
+
+    def finish(self) -> None:
+        """Take the result and complete the step (raises what the step raises)."""
+
+    def abandon(self) -> None:
+        """Take the result and drop it: the run is stopping."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +71,15 @@ class Mergeable:
     `write(parts)` writes the `part`s of consecutive steps of this key, in
     order, instead of each step's own write; `key` is compared by equality
     (the table and its settings at submit). `rows` counts toward the limit.
+    `send(parts)`, when given, begins the same write without waiting for
+    PostgreSQL (None: it cannot, `write` is used).
     """
 
     key: Any
     rows: int
     part: Any
     write: Callable[[list[Any]], None]
+    send: Callable[[list[Any]], Sent | None] | None = None
 
 
 _Item = tuple[int, Collect | None, Step, Mergeable | None] | None  # None: stop
@@ -67,6 +91,9 @@ def _no_publisher(messages: list[Any]) -> None:
 
 
 JOIN_TIMEOUT_SECONDS = 60.0
+# While a statement is in flight, how often the PostgreSQL thread looks for
+# enough waiting work to send the next one.
+POLL_SECONDS = 0.005
 
 
 class WritePipeline:
@@ -80,6 +107,7 @@ class WritePipeline:
         merge_limit: int = 0,
         write_depth: int = 0,
         publish_many: Callable[[list[Any]], None] | None = None,
+        send_ahead: int = 2,
     ) -> None:
         """`on_done` runs on the PostgreSQL thread after each flush that finished.
 
@@ -87,6 +115,8 @@ class WritePipeline:
         `write_depth` (when larger than `depth`) lets that many steps wait for
         PostgreSQL, so that a statement can take them, and for Kafka.
         `publish_many(messages)` publishes and waits for the acknowledgements.
+        `send_ahead`: how many PostgreSQL steps may be in flight at once
+        (`Mergeable.send`); 1 or less: each step's write waits for its result.
         """
         # Room for the steps one shared publish or statement may take.
         self._publish: queue.Queue[_Item] = queue.Queue(maxsize=max(depth, write_depth))
@@ -99,6 +129,7 @@ class WritePipeline:
         self._on_done = on_done
         self._merge_limit = merge_limit
         self._publish_many = publish_many or _no_publisher
+        self._send_ahead = send_ahead
         # An item taken from `_write` while merging that runs next, on its own;
         # and the stop item taken from `_publish` while grouping.
         self._held: _Item | object = _NOTHING
@@ -156,22 +187,77 @@ class WritePipeline:
             self._write.put((number, None, write, mergeable))
 
     def _run_write(self) -> None:
+        in_flight: deque[tuple[list[Any], Sent]] = deque()
         while True:
+            if len(in_flight) >= self._send_ahead:
+                self._finish(*in_flight.popleft())  # no room: wait for the oldest result
+                continue
+            if in_flight and not self._work_waiting():
+                # Nothing worth a statement of its own yet: take the oldest
+                # result when it comes, looking for such work meanwhile.
+                group, sent = in_flight[0]
+                if sent.ready(POLL_SECONDS):
+                    in_flight.popleft()
+                    self._finish(group, sent)
+                continue
             item: Any = self._held
             self._held = _NOTHING
             if item is _NOTHING:
                 item = self._write.get()
             if item is None:
+                while in_flight:
+                    self._finish(*in_flight.popleft())
                 self._write.task_done()
                 return
             group = [item]
             try:
                 if self._error is None:
                     group = self._take_mergeable(item)
-                    self._run_group(group)
-            finally:
-                for _ in group:
-                    self._write.task_done()
+                    began = self._send(group)
+                    if began is not None:
+                        in_flight.append((group, began))
+                        continue
+                    while in_flight:  # steps run in order: the ones sent first finish first
+                        self._finish(*in_flight.popleft())
+                    if self._error is None:
+                        self._run_group(group)
+            except BaseException as exc:  # raised again on the main thread
+                self._error = exc
+            for _ in group:
+                self._write.task_done()
+
+    def _work_waiting(self) -> bool:
+        """Whether a full statement's worth of steps waits (or one that cannot merge)."""
+        return self._held is not _NOTHING or self._write.full()
+
+    def _send(self, group: list[Any]) -> Sent | None:
+        """Begin the group's write without waiting, if its steps allow; None otherwise."""
+        first: Mergeable | None = group[0][3]
+        if self._send_ahead < 2 or first is None or first.send is None:
+            return None
+        return first.send([item[3].part for item in group])
+
+    def _finish(self, group: list[Any], sent: Sent) -> None:
+        """Complete a group whose statement is in flight (the oldest one)."""
+        try:
+            if self._error is not None:
+                sent.abandon()  # stays waiting: no STATE passes it
+                return
+            sent.finish()
+            self._done(group)
+        except BaseException as exc:  # raised again on the main thread
+            if self._error is None:
+                self._error = exc
+        finally:
+            for _ in group:
+                self._write.task_done()
+
+    def _done(self, group: list[Any]) -> None:
+        with self._lock:
+            for item in group:
+                del self._waiting[item[0]]
+        if self._on_done is not None:
+            self._on_done()
 
     def _take_mergeable(self, first: tuple[int, Step | None, Step, Mergeable | None]) -> list:
         """`first` and the waiting steps right after it that share its statement."""
@@ -204,11 +290,7 @@ class WritePipeline:
             else:
                 first: Mergeable = group[0][3]
                 first.write([item[3].part for item in group])
-            with self._lock:
-                for item in group:
-                    del self._waiting[item[0]]
-            if self._on_done is not None:
-                self._on_done()
+            self._done(group)
         except BaseException as exc:  # raised again on the main thread
             self._error = exc
 

@@ -8,6 +8,9 @@ bad) or `FatalError` (stop).
 from __future__ import annotations
 
 import logging
+import re
+import select
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from target_batched_postgres import control
 from target_batched_postgres.dead_letter import DeadLetter, describe_source
@@ -59,6 +62,8 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 _TRANSIENT_STATES = {"55P03"}  # lock_timeout: another session held the lock too long
 # unique_violation, exclusion_violation: what ON CONFLICT DO NOTHING / DO UPDATE absorb.
 _CONFLICT_STATES = {"23505", "23P01"}
+# psycopg's placeholder syntax in a composed statement: `%%` is `%`, `%s` the parameter.
+_PLACEHOLDER = re.compile(rb"%([%s])")
 
 
 def translate(exc: psycopg.Error) -> TargetError:
@@ -133,10 +138,13 @@ class PostgresWriter:
         self._signature_plans: dict[tuple[str, tuple[str, ...]], InsertPlan] = {}
         self._conflicts = ConflictBackoff()
         self._prepared = False
+        self._in_flight: deque[InFlight] = deque()  # sent in pipeline mode, oldest first
 
     # -- connection -------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
+        if self._in_flight:
+            self._settle()  # the connection leaves pipeline mode before anything else
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._columns.clear()
             # Bounded waits: a statement or a lock wait longer than the timeout
@@ -163,6 +171,7 @@ class PostgresWriter:
         return self._conn
 
     def close(self) -> None:
+        self._in_flight.clear()
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
@@ -249,14 +258,7 @@ class PostgresWriter:
         An existing column's own type is never changed.
         """
         existing = self._table_columns(spec.name)
-        # The SCHEMA's property order first, then keys only the records carry.
-        wanted = {
-            prop: column_name(prop)
-            for prop in spec.properties
-            if prop not in control.CONTROL_PROPERTIES
-        }
-        wanted.update(columns)
-        missing = {key: col for key, col in wanted.items() if col not in existing}
+        missing = _missing_columns(spec, columns, existing)
         if not missing:
             return existing
 
@@ -387,13 +389,7 @@ class PostgresWriter:
     ) -> WriteResult:
         columns = {key: column_name(key) for key in keys}
         types = self._ensure_columns(spec, columns, records)
-        names = tuple(columns[k] for k in keys)
-        plan = self._insert_plan(spec, tuple(keys), names, types)
-        signature = (spec.name, tuple(keys))
-        if self._signature_plans.get(signature) is not plan:
-            if len(self._signature_plans) >= MAX_CACHED_PLANS:
-                self._signature_plans.clear()
-            self._signature_plans[signature] = plan
+        plan = self._signature_plan(spec, keys, columns, types)
         pk = [column_name(k) for k in spec.key_properties]
         rows = _dedupe_by_key(records, spec.key_properties) if self._upserting(pk) else records
         param = None
@@ -420,6 +416,191 @@ class PostgresWriter:
             failed = self._fallback(plan, spec.name, rows)
             self._dead_letter_all(failed)
         return WriteResult(len(rows) - len(failed), len(failed), fallback_used=True)
+
+    def _signature_plan(
+        self,
+        spec: TableSpec,
+        keys: Sequence[str],
+        columns: Mapping[str, str],
+        types: Mapping[str, ColumnType],
+    ) -> InsertPlan:
+        """The plan for these keys, remembered as the signature's (see `encode_ahead`)."""
+        names = tuple(columns[k] for k in keys)
+        plan = self._insert_plan(spec, tuple(keys), names, types)
+        signature = (spec.name, tuple(keys))
+        if self._signature_plans.get(signature) is not plan:
+            if len(self._signature_plans) >= MAX_CACHED_PLANS:
+                self._signature_plans.clear()
+            self._signature_plans[signature] = plan
+        return plan
+
+    # -- pipelined batch inserts ---------------------------------------------------
+
+    def send(
+        self,
+        spec: TableSpec,
+        parts: Sequence[tuple[Sequence[str], Sequence[Mapping[str, Any]]]],
+        encoded: Sequence[Encoded | None],
+    ) -> InFlight | None:
+        """Send the batches' insert without waiting for its result; None to `write_parts` instead.
+
+        The statement goes in libpq's pipeline mode, followed by its own Sync:
+        it is one statement in autocommit, atomic on its own, exactly as
+        `write` sends it, but the writer can send the next one while the
+        server still executes this one (the server runs them in the order
+        sent). `finish` takes the results in the same order. A statement that
+        failed is written again by `write` once the ones sent after it have
+        finished: its retries, row-by-row fallback and dead letters are
+        `write`'s.
+
+        Only the common case goes this way: batches of one signature whose
+        columns exist, in the populate form, with `on_conflict` other than
+        `upsert`, and whose keys meet no key of a statement in flight for the
+        same table (a failed statement written again after a later one must
+        not change which write of a key wins).
+        """
+        conn = self._conn
+        if self._on_conflict is OnConflict.UPSERT or conn is None or conn.closed or conn.broken:
+            return None
+        keys = tuple(parts[0][0])
+        if any(tuple(other) != keys for other, _ in parts[1:]):
+            return None
+        existing = self._columns.get(spec.name)
+        columns = {key: column_name(key) for key in keys}
+        if existing is None or _missing_columns(spec, columns, existing):
+            return None  # the write must create or alter the table first
+        plan = self._signature_plan(spec, keys, columns, existing)
+        if not plan.populate:
+            return None
+        ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
+        records = [r for _, batch in parts for r in batch] if len(parts) > 1 else parts[0][1]
+        param = ahead.param if ahead is not None and ahead.plan is plan else None
+        if param is None:
+            param = plan.encode.populate(records)
+            if param is None:
+                return None
+        sent = InFlight(spec, keys, records, Encoded(plan, param))
+        for other in self._in_flight:
+            if other.spec.name == spec.name and not sent.keys_disjoint(other):
+                return None
+        try:
+            data = param.encode(conn.info.encoding)
+        except UnicodeError:
+            return None
+        plain = self._on_conflict is OnConflict.ERROR or self._conflicts.should_try(spec.name)
+        sent.plain = plain
+        try:
+            pgconn = conn.pgconn
+            if pgconn.pipeline_status == pq.PipelineStatus.OFF:
+                pgconn.enter_pipeline_mode()
+            self._in_flight.append(sent)
+            pgconn.send_query_params(plan.pipelined(plain, conn), [data], [0], [0])
+            pgconn.pipeline_sync()
+            _flush(pgconn)
+        except psycopg.Error as exc:
+            self._lost(translate(exc))
+        fault_point("after_pg_send")
+        return sent
+
+    def ready(self, sent: InFlight, timeout: float) -> bool:
+        """Whether `sent`'s result (the oldest in flight) has come, waiting up to `timeout` s."""
+        if sent.outcome is not _PENDING or self._conn is None:
+            return True
+        pgconn = self._conn.pgconn
+        try:
+            pgconn.consume_input()
+            if pgconn.is_busy() and _wait(pgconn, select.POLLIN, timeout):
+                pgconn.consume_input()
+            return not pgconn.is_busy()
+        except psycopg.Error:
+            return True  # finish tells what happened
+
+    def finish(self, sent: InFlight) -> WriteResult:
+        """The result of a statement `send` sent, taken in the order they were sent.
+
+        A statement that failed is written again by `write` (retried, or row
+        by row with dead letters), after the statements in flight behind it
+        have been read.
+        """
+        if not self._in_flight or self._in_flight[0] is not sent:
+            raise RuntimeError("statements sent in pipeline mode finish in the order sent")
+        if sent.outcome is _PENDING:
+            self._read_result(sent)
+        self._in_flight.popleft()
+        if not self._in_flight:
+            self._leave_pipeline()
+        table = sent.spec.name
+        if sent.outcome is None:
+            self._metrics.increment(DrainerMetric.SQL_STATEMENTS)
+            self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
+            if sent.plain and self._on_conflict is not OnConflict.ERROR:
+                self._conflicts.succeeded(table)
+            return WriteResult(len(sent.records), 0, fallback_used=False)
+        conflict = isinstance(sent.outcome, RecordRejected) and (
+            sent.outcome.sqlstate in _CONFLICT_STATES
+        )
+        if conflict and sent.plain and self._on_conflict is not OnConflict.ERROR:
+            self._conflicts.failed(table)  # written again with the clause, as _insert_batch does
+        logger.debug(
+            "Pipelined batch for %r failed (%s); writing it again", sent.spec.name, sent.outcome
+        )
+        return self.write(sent.spec, sent.keys, sent.records, encoded=sent.encoded)
+
+    def abandon(self, sent: InFlight) -> None:
+        """Read and drop the result of the oldest statement in flight (the run is stopping)."""
+        if self._in_flight and self._in_flight[0] is sent:
+            if sent.outcome is _PENDING:
+                self._read_result(sent)
+            self._in_flight.popleft()
+            if not self._in_flight:
+                self._leave_pipeline()
+
+    def _settle(self) -> None:
+        """Read every statement in flight (outcomes kept for `finish`); leave pipeline mode."""
+        for sent in self._in_flight:
+            if sent.outcome is _PENDING:
+                self._read_result(sent)
+        self._leave_pipeline()
+
+    def _leave_pipeline(self) -> None:
+        conn = self._conn
+        off = pq.PipelineStatus.OFF
+        if conn is not None and not conn.closed and conn.pgconn.pipeline_status != off:
+            conn.pgconn.exit_pipeline_mode()
+
+    def _read_result(self, sent: InFlight) -> None:
+        """Read `sent`'s results up to its Sync; its outcome is None or the translated error."""
+        assert self._conn is not None
+        pgconn = self._conn.pgconn
+        error: TargetError | None = None
+        try:
+            while True:
+                while pgconn.is_busy():
+                    _wait(pgconn, select.POLLIN)
+                    pgconn.consume_input()
+                result = pgconn.get_result()
+                if result is None:
+                    continue
+                status = result.status
+                if status == pq.ExecStatus.PIPELINE_SYNC:
+                    break
+                if status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    exc = psycopg.errors.error_from_result(
+                        result, encoding=self._conn.info.encoding
+                    )
+                    error = translate(exc)
+        except psycopg.Error as exc:
+            self._lost(translate(exc))
+            return
+        sent.outcome = error
+
+    def _lost(self, error: TargetError) -> None:
+        """The connection failed with statements in flight: each is in doubt, written again."""
+        for sent in self._in_flight:
+            if sent.outcome is _PENDING:
+                sent.outcome = error
+        if self._conn is not None:
+            self._conn.close()  # a new one is made for the writes again
 
     def _insert_plan(
         self,
@@ -605,6 +786,102 @@ class InsertPlan:
     statements: dict[tuple[bool, bool], sql.Composed]
     populate: bool
     encode: RowEncoder
+    _pipelined: dict[bool, bytes] = field(default_factory=dict)
+
+    def pipelined(self, plain: bool, conn: psycopg.Connection[Any]) -> bytes:
+        """The populate-form statement as libpq takes it: `$1` for the parameter, `%` as `%`."""
+        query = self._pipelined.get(plain)
+        if query is None:
+            text = self.statements[(True, plain)].as_bytes(conn)
+            query = _PLACEHOLDER.sub(lambda m: b"$1" if m[1] == b"s" else b"%", text)
+            self._pipelined[plain] = query
+        return query
+
+
+_PENDING: Any = object()
+
+
+class InFlight:
+    """A batch insert `PostgresWriter.send` sent, until `finish` takes its result."""
+
+    __slots__ = ("_key_values", "encoded", "keys", "outcome", "plain", "records", "spec")
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        keys: tuple[str, ...],
+        records: Sequence[Mapping[str, Any]],
+        encoded: Encoded,
+    ) -> None:
+        self.spec = spec
+        self.keys = keys
+        self.records = records
+        self.encoded = encoded
+        self.plain = False
+        self.outcome: TargetError | None = _PENDING  # None: committed
+        self._key_values: set[Any] | None = None
+
+    def keys_disjoint(self, other: InFlight) -> bool:
+        """Whether no record of the two has the same key (no key properties: always)."""
+        pk = self.spec.key_properties
+        if not pk or list(other.spec.key_properties) != list(pk):
+            return not pk and not other.spec.key_properties
+        return self.key_values().isdisjoint(other.key_values())
+
+    def key_values(self) -> set[Any]:
+        """The records' keys, compared loosely (a key PostgreSQL may read as the same
+        value, such as `1` and `"1"` or a uuid in either case, compares equal)."""
+        if self._key_values is None:
+            pk = self.spec.key_properties
+            if len(pk) == 1:
+                self._key_values = {_loose(r.get(pk[0])) for r in self.records}
+            else:
+                self._key_values = {tuple(_loose(r.get(k)) for k in pk) for r in self.records}
+        return self._key_values
+
+
+def _loose(value: Any) -> Any:
+    if type(value) is str:
+        return value.strip().lower()
+    if value is None or type(value) is bool:
+        return value
+    return str(value).strip().lower()
+
+
+def _flush(pgconn: Any) -> None:
+    """Send what libpq buffered; read what the server sends meanwhile (it may wait for us)."""
+    while pgconn.flush():
+        if _wait(pgconn, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
+
+
+def _wait(pgconn: Any, events: int, timeout: float | None = None) -> int:
+    """Wait (the GIL released) until the connection's socket is ready; the events that came.
+
+    A hang-up or error counts as readable: libpq then reports what happened.
+    """
+    poller = select.poll()
+    poller.register(pgconn.socket, events)
+    ready = poller.poll(None if timeout is None else timeout * 1000)
+    came = 0
+    for _, event in ready:
+        came |= event
+    if came & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+        came |= select.POLLIN
+    return came
+
+
+def _missing_columns(
+    spec: TableSpec, columns: Mapping[str, str], existing: Mapping[str, Any]
+) -> dict[str, str]:
+    """Record keys -> column names the table lacks: the SCHEMA's properties, then `columns`."""
+    wanted = {
+        prop: column_name(prop)
+        for prop in spec.properties
+        if prop not in control.CONTROL_PROPERTIES
+    }
+    wanted.update(columns)
+    return {key: col for key, col in wanted.items() if col not in existing}
 
 
 class Encoded(NamedTuple):

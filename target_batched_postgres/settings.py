@@ -52,6 +52,18 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "max_statements_in_flight",
+        th.IntegerType(minimum=1, maximum=8),
+        default=2,
+        description=(
+            "Batch inserts sent to PostgreSQL before the first one's result is read "
+            "(libpq pipeline mode, each statement its own transaction), so that the server "
+            "goes on to the next while the client takes a result; used while batches back "
+            "up. 1: wait for each statement's result before sending the next (for a "
+            "connection pooler or proxy without pipeline support)."
+        ),
+    ),
+    th.Property(
         "batched_create_enabled",
         th.BooleanType,
         default=True,

@@ -101,6 +101,7 @@ class TargetBatchedPostgres(Target):
             merge_limit=merge_limit,
             write_depth=merge_batches,
             publish_many=self._publish,
+            send_ahead=int(self._setting("max_statements_in_flight")),
         )
 
     # -- settings ---------------------------------------------------------------
@@ -374,6 +375,9 @@ class TargetBatchedPostgres(Target):
                 (columns, records, encoded),
                 lambda parts: flusher.write_batches(
                     target, [(c, r) for c, r, _ in parts], encoded=[e for _, _, e in parts]
+                ),
+                lambda parts: flusher.send_batches(
+                    target, [(c, r) for c, r, _ in parts], [e for _, _, e in parts]
                 ),
             )
         self.pipeline.submit(

@@ -68,6 +68,7 @@ DEAD_LETTERS = "_dead_letters"
 TARGET_POINTS = {
     "before_kafka": 25,
     "after_kafka_ack": 25,
+    "after_pg_send": 10,
     "during_fallback": 10,
     "before_pg_commit": 3,
     "before_state": 3,
@@ -106,6 +107,9 @@ class Scenario:
     read_count: int = 50
     kafka_timeout_seconds: float = 5.0
     max_attempts: int = 4
+    # Small, so that batches back up and the target sends statements ahead
+    # (libpq pipeline mode) with a few hundred entries; None: the default.
+    max_batches_per_statement: int | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workload: list[fw.Entry] = field(default_factory=list)
 
@@ -149,7 +153,11 @@ class Scenario:
             "kafka_delivery_timeout_seconds": self.kafka_timeout_seconds,
             "max_attempts": self.max_attempts,
             "retry_backoff_seconds": 0.2,
-        }
+        } | (
+            {"max_batches_per_statement": self.max_batches_per_statement}
+            if self.max_batches_per_statement is not None
+            else {}
+        )
 
     def prepare(self) -> None:
         """Schemas, audited tables, the reference, and the entries in Redis."""

@@ -50,10 +50,14 @@ def test_random_kills_lose_and_duplicate_nothing(servers, tmp_path):
     assert sum(o.verdict.states_checked for o in outcomes) >= len(kills)
 
 
-@pytest.mark.parametrize("point", ["during_fallback", "before_pg_commit", "between_reads"])
+@pytest.mark.parametrize(
+    "point", ["during_fallback", "before_pg_commit", "after_pg_send", "between_reads"]
+)
 def test_kill_at_each_rare_point(servers, tmp_path, point):
     """Points a random draw may miss in a short run, each hit at least once."""
-    scenario = fh.Scenario(servers, tmp_path, seed=5, entries=300, insert_batch_size=25)
+    scenario = fh.Scenario(
+        servers, tmp_path, seed=5, entries=300, insert_batch_size=25, max_batches_per_statement=2
+    )
     process = "tap" if point in fh.TAP_POINTS else "target"
     outcome = fh.kill_chain(scenario, lambda: fh.Kill(process, point, 1), kills=2)
     assert outcome.kills, "the point was never reached"

@@ -58,15 +58,21 @@ BAD = [
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The text of every batch statement the writer executes."""
+    """The text of every batch statement the writer executes or sends in pipeline mode."""
     seen: list[str] = []
     execute = PostgresWriter._execute
+    pipelined = postgres_writer.InsertPlan.pipelined
 
     def recording(self: PostgresWriter, statement: Any, params: Any = None) -> int:
         seen.append(repr(statement))
         return execute(self, statement, params)
 
+    def recording_sent(self: postgres_writer.InsertPlan, plain: bool, conn: Any) -> bytes:
+        seen.append(repr(self.statements[(True, plain)]))
+        return pipelined(self, plain, conn)
+
     monkeypatch.setattr(postgres_writer.PostgresWriter, "_execute", recording)
+    monkeypatch.setattr(postgres_writer.InsertPlan, "pipelined", recording_sent)
     return seen
 
 
@@ -231,7 +237,14 @@ def test_batches_go_without_on_conflict_until_one_meets_a_key(pg_url, pg_conn, p
     )
     lines = [schema_msg("people", {"id": {"type": "integer"}, "name": {}}, ["id"])]
     lines += [record_msg("people", {"id": i, "name": "new"}) for i in range(40)]
-    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=1)
+    # One statement at a time: which go with the clause then does not depend on timing.
+    cfg = config(
+        pg_url,
+        pg_schema,
+        insert_batch_size=10,
+        max_batches_per_statement=1,
+        max_statements_in_flight=1,
+    )
     run_target(cfg, lines)
     inserts = [s for s in spy if "INSERT INTO" in s and "people" in s]
     with_clause = ["ON CONFLICT" in s for s in inserts]

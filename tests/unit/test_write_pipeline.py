@@ -181,3 +181,122 @@ def test_a_failed_publish_finishes_none_of_its_flushes():
     assert written == []
     assert pipeline.oldest_waiting_seq() == 7
     pipeline.close()
+
+
+# -- statements sent ahead (Mergeable.send) ------------------------------------------
+
+
+class FakeSent:
+    """A step's statement in flight: its result comes when the test says so."""
+
+    def __init__(self, log: SendLog, numbers: list[int]) -> None:
+        self.log = log
+        self.numbers = numbers
+        self.result = threading.Event()
+        self.fail = False
+
+    def ready(self, timeout: float) -> bool:
+        return self.result.wait(timeout)
+
+    def finish(self) -> None:
+        assert self.result.wait(WAIT_SECONDS), "finish waited for a result never given"
+        if self.fail:
+            raise RuntimeError(f"statement of {self.numbers} failed")
+        self.log.events.append(("finished", self.numbers))
+
+    def abandon(self) -> None:
+        self.log.events.append(("abandoned", self.numbers))
+
+
+class SendLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, list[int]]] = []
+        self.sent: dict[int, FakeSent] = {}
+
+    def step(self, pipeline: WritePipeline, number: int, *, sendable: bool = True) -> None:
+        def write(parts: list[Any]) -> None:
+            self.events.append(("written", [n for part in parts for n in part]))
+
+        def send(parts: list[Any]) -> FakeSent:
+            numbers = [n for part in parts for n in part]
+            sent = self.sent[numbers[0]] = FakeSent(self, numbers)
+            self.events.append(("sent", numbers))
+            return sent
+
+        mergeable = Mergeable("t", 1, [number], write, send if sendable else None)
+        pipeline.submit(number, None, lambda: write([[number]]), mergeable)
+
+    def until(self, event: tuple[str, list[int]]) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while event not in self.events:
+            assert time.monotonic() < deadline, f"never {event}: {self.events}"
+            time.sleep(0.001)
+
+
+def _send_ahead_pipeline() -> WritePipeline:
+    # One row a step and a limit of one: no merging. Two steps fill the queue.
+    return WritePipeline(merge_limit=1, write_depth=2)
+
+
+def test_a_full_queue_is_sent_while_the_statement_before_it_is_in_flight():
+    pipeline, log = _send_ahead_pipeline(), SendLog()
+    log.step(pipeline, 1)
+    log.until(("sent", [1]))
+    log.step(pipeline, 2)
+    log.step(pipeline, 3)
+    log.until(("sent", [2]))  # the queue was full: sent with 1 in flight
+    time.sleep(0.02)
+    assert ("sent", [3]) not in log.events, "at most two statements in flight"
+    assert pipeline.oldest_waiting_seq() == 1
+    log.sent[1].result.set()
+    log.until(("finished", [1]))
+    assert pipeline.oldest_waiting_seq() == 2
+    log.sent[2].result.set()
+    log.until(("sent", [3]))  # the window was free: sent even with the queue not full
+    log.sent[3].result.set()
+    pipeline.wait()
+    pipeline.close()
+    finished = [numbers for kind, numbers in log.events if kind == "finished"]
+    assert finished == [[1], [2], [3]]
+    assert pipeline.oldest_waiting_seq() is None
+
+
+def test_a_step_that_cannot_be_sent_runs_after_the_statements_in_flight():
+    pipeline, log = _send_ahead_pipeline(), SendLog()
+    log.step(pipeline, 1)
+    log.until(("sent", [1]))
+    log.step(pipeline, 2, sendable=False)
+    log.step(pipeline, 3)
+    time.sleep(0.02)
+    assert ("written", [2]) not in log.events
+    log.sent[1].result.set()
+    log.until(("sent", [3]))
+    log.sent[3].result.set()
+    pipeline.wait()
+    pipeline.close()
+    assert log.events == [
+        ("sent", [1]),
+        ("finished", [1]),
+        ("written", [2]),
+        ("sent", [3]),
+        ("finished", [3]),
+    ]
+
+
+def test_a_failed_statement_in_flight_stops_the_one_sent_behind_it():
+    pipeline, log = _send_ahead_pipeline(), SendLog()
+    log.step(pipeline, 1)
+    log.until(("sent", [1]))
+    log.step(pipeline, 2)
+    log.step(pipeline, 3)
+    log.until(("sent", [2]))
+    log.sent[1].fail = True
+    log.sent[1].result.set()
+    log.sent[2].result.set()
+    with pytest.raises(RuntimeError, match=r"statement of \[1\] failed"):
+        pipeline.wait()
+    assert ("abandoned", [2]) in log.events
+    assert ("finished", [2]) not in log.events
+    assert ("sent", [3]) not in log.events
+    assert pipeline.oldest_waiting_seq() == 1  # no STATE passes any of them
+    pipeline.close()
