@@ -189,7 +189,7 @@ class WritePipeline:
     def _run_write(self) -> None:
         in_flight: deque[tuple[list[Any], Sent]] = deque()
         while True:
-            if len(in_flight) >= self._send_ahead:
+            if in_flight and len(in_flight) >= self._send_ahead:
                 self._finish(*in_flight.popleft())  # no room: wait for the oldest result
                 continue
             if in_flight and not self._work_waiting():
