@@ -354,6 +354,7 @@ def soak(
             entries=entries,
             insert_batch_size=rnd.choice([7, 25, 100]),
             read_count=rnd.choice([20, 50, 200]),
+            max_batches_per_statement=rnd.choice([None, 2]),
         )
         outcome = kill_chain(
             scenario, lambda: random_kill(rnd), min(kills_per_scenario, kills - total)
@@ -486,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 project = prepare_meltano_project(work / "meltano")
                 scenario = Scenario(servers, work, seed=args.seed + 1, entries=300)
                 outcomes.append(
-                    meltano_kill(project, scenario, Kill("target", "after_kafka_ack", 40))
+                    meltano_kill(project, scenario, Kill("target", "after_kafka_ack", 8))
                 )
                 print(outcomes[-1].summary())
     finally:
