@@ -454,10 +454,11 @@ class PostgresWriter:
         `write`'s.
 
         Only the common case goes this way: batches of one signature whose
-        columns exist, in the populate form, with `on_conflict` other than
-        `upsert`, and whose keys meet no key of a statement in flight for the
-        same table (a failed statement written again after a later one must
-        not change which write of a key wins).
+        columns exist, with `on_conflict` other than `upsert`, and whose keys
+        meet no key of a statement in flight for the same table (a failed
+        statement written again after a later one must not change which
+        write of a key wins). The statement is the one `_insert` would
+        execute: the populate form when it can, else the cast form.
         """
         conn = self._conn
         if self._on_conflict is OnConflict.UPSERT or conn is None or conn.closed or conn.broken:
@@ -470,16 +471,19 @@ class PostgresWriter:
         if existing is None or _missing_columns(spec, columns, existing):
             return None  # the write must create or alter the table first
         plan = self._signature_plan(spec, keys, columns, existing)
-        if not plan.populate:
-            return None
         ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
         records = [r for _, batch in parts for r in batch] if len(parts) > 1 else parts[0][1]
-        param = ahead.param if ahead is not None and ahead.plan is plan else None
-        if param is None:
+        # The form `_insert` would take: populate when the plan and the batch allow it.
+        param: Any = ahead.param if ahead is not None and ahead.plan is plan else None
+        if param is None and plan.populate:
             param = plan.encode.populate(records)
-            if param is None:
-                return None
-        sent = InFlight(spec, keys, records, Encoded(plan, param))
+        populate = param is not None
+        if not populate:
+            param = plan.encode(records)
+            if not isinstance(param, str):
+                return None  # no columns: the parameter is a row count
+        sent = InFlight(spec, keys, records, Encoded(plan, param) if populate else None)
+        sent.populate = populate
         for other in self._in_flight:
             if other.spec.name == spec.name and not sent.keys_disjoint(other):
                 return None
@@ -494,7 +498,8 @@ class PostgresWriter:
             if pgconn.pipeline_status == pq.PipelineStatus.OFF:
                 pgconn.enter_pipeline_mode()
             self._in_flight.append(sent)
-            pgconn.send_query_params(plan.pipelined(plain, conn), [data], [0], [0])
+            query = plan.pipelined(populate, plain, conn)
+            pgconn.send_query_params(query, [data], [0], [0])
             pgconn.pipeline_sync()
             _flush(pgconn)
         except psycopg.Error as exc:
@@ -786,15 +791,15 @@ class InsertPlan:
     statements: dict[tuple[bool, bool], sql.Composed]
     populate: bool
     encode: RowEncoder
-    _pipelined: dict[bool, bytes] = field(default_factory=dict)
+    _pipelined: dict[tuple[bool, bool], bytes] = field(default_factory=dict)
 
-    def pipelined(self, plain: bool, conn: psycopg.Connection[Any]) -> bytes:
-        """The populate-form statement as libpq takes it: `$1` for the parameter, `%` as `%`."""
-        query = self._pipelined.get(plain)
+    def pipelined(self, populate: bool, plain: bool, conn: psycopg.Connection[Any]) -> bytes:
+        """A statement as libpq takes it: `$1` for the parameter, `%` as `%`."""
+        query = self._pipelined.get((populate, plain))
         if query is None:
-            text = self.statements[(True, plain)].as_bytes(conn)
+            text = self.statements[(populate, plain)].as_bytes(conn)
             query = _PLACEHOLDER.sub(lambda m: b"$1" if m[1] == b"s" else b"%", text)
-            self._pipelined[plain] = query
+            self._pipelined[(populate, plain)] = query
         return query
 
 
@@ -804,20 +809,30 @@ _PENDING: Any = object()
 class InFlight:
     """A batch insert `PostgresWriter.send` sent, until `finish` takes its result."""
 
-    __slots__ = ("_key_values", "encoded", "keys", "outcome", "plain", "records", "spec")
+    __slots__ = (
+        "_key_values",
+        "encoded",
+        "keys",
+        "outcome",
+        "plain",
+        "populate",
+        "records",
+        "spec",
+    )
 
     def __init__(
         self,
         spec: TableSpec,
         keys: tuple[str, ...],
         records: Sequence[Mapping[str, Any]],
-        encoded: Encoded,
+        encoded: Encoded | None,
     ) -> None:
         self.spec = spec
         self.keys = keys
         self.records = records
-        self.encoded = encoded
+        self.encoded = encoded  # the populate form's parameter, for `write` if sent again
         self.plain = False
+        self.populate = False
         self.outcome: TargetError | None = _PENDING  # None: committed
         self._key_values: set[Any] | None = None
 

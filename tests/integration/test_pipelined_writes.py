@@ -62,10 +62,12 @@ def writer(pg_url: str, pg_schema: str) -> Iterator[PostgresWriter]:
     w.close()
 
 
-def people(conn: psycopg.Connection, schema: str) -> list[tuple[int, str, int]]:
+def people(
+    conn: psycopg.Connection, schema: str, table: str = "people"
+) -> list[tuple[int, str, int]]:
     """(id, name, transaction id that wrote the row) by id."""
     query = sql.SQL("SELECT id, name, xmin::text::bigint FROM {} ORDER BY id").format(
-        sql.Identifier(schema, "people")
+        sql.Identifier(schema, table)
     )
     return [tuple(row) for row in conn.execute(query).fetchall()]
 
@@ -162,3 +164,24 @@ def test_a_connection_lost_with_two_statements_in_flight_writes_both_again(
     assert writer.finish(second) == WriteResult(3, 0, fallback_used=False)
     assert writer._conn.info.backend_pid != backend, "written again on a new connection"
     assert [r[0] for r in people(pg_conn, pg_schema)] == list(range(7))
+
+
+def test_a_table_of_the_cast_form_sends_ahead_too(writer, pg_conn, pg_schema):
+    """A domain column takes the cast form (json_to_recordset and a CAST per column)."""
+    name_type = sql.Identifier(pg_schema, "name_t")
+    pg_conn.execute(sql.SQL("CREATE DOMAIN {} AS text CHECK (VALUE <> 'bad')").format(name_type))
+    pg_conn.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, name {})").format(
+            sql.Identifier(pg_schema, "tagged"), name_type
+        )
+    )
+    spec = TableSpec("tagged", PROPS, ["id"])
+    writer.write(spec, KEYS, batch(0, 1))  # learns the table's columns
+    bad = batch(1, 3)
+    bad[0]["name"] = "bad"
+    first = sent(writer, bad, spec)
+    second = sent(writer, batch(3, 5), spec)
+    assert (first.populate, second.populate) == (False, False)
+    assert writer.finish(first) == WriteResult(1, 1, fallback_used=True)
+    assert writer.finish(second) == WriteResult(2, 0, fallback_used=False)
+    assert [r[0] for r in people(pg_conn, pg_schema, "tagged")] == [0, 2, 3, 4]

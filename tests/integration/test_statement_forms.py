@@ -67,9 +67,11 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(repr(statement))
         return execute(self, statement, params)
 
-    def recording_sent(self: postgres_writer.InsertPlan, plain: bool, conn: Any) -> bytes:
-        seen.append(repr(self.statements[(True, plain)]))
-        return pipelined(self, plain, conn)
+    def recording_sent(
+        self: postgres_writer.InsertPlan, populate: bool, plain: bool, conn: Any
+    ) -> bytes:
+        seen.append(repr(self.statements[(populate, plain)]))
+        return pipelined(self, populate, plain, conn)
 
     monkeypatch.setattr(postgres_writer.PostgresWriter, "_execute", recording)
     monkeypatch.setattr(postgres_writer.InsertPlan, "pipelined", recording_sent)
