@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -30,8 +29,10 @@ _DEFAULTS = {"linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.mes
 PREFLIGHT_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaMessage:
+class KafkaMessage(NamedTuple):
+    """One message to produce. A named tuple: one is built per record (a frozen
+    dataclass took twice as long to build)."""
+
     topic: str
     key: bytes | None
     value: bytes

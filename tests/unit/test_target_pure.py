@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+from typing import Any
 
 import pytest
 
 from target_batched_postgres.batcher import TableBatcher
 from target_batched_postgres.checkpoint import Checkpointer
 from target_batched_postgres.errors import ConfigError, FatalError, TransientError
+from target_batched_postgres.flush import TableRoute, build_kafka_message, build_kafka_messages
 from target_batched_postgres.identifiers import fit_identifier, table_name_for_stream, topic_name
 from target_batched_postgres.pgtypes import (
     BIGINT,
@@ -21,7 +23,13 @@ from target_batched_postgres.pgtypes import (
     Kind,
     type_for_schema,
 )
-from target_batched_postgres.postgres_writer import ConflictBackoff, Encoded, InsertPlan, _joined
+from target_batched_postgres.postgres_writer import (
+    ConflictBackoff,
+    Encoded,
+    InsertPlan,
+    TableSpec,
+    _joined,
+)
 from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import apply_env_switches
 from target_batched_postgres.signature import ColumnSignature, data_columns
@@ -229,3 +237,35 @@ def test_batches_encoded_ahead_join_into_one_parameter_only_for_one_plan():
     assert _joined([a, None]) is None  # one batch encoded in the writer: all are
     assert _joined([None, a]) is None
     assert _joined([a, Encoded(other, "[]")]) is None  # encoded for another plan
+
+
+def test_batch_kafka_messages_are_the_per_record_ones():
+    """build_kafka_messages' insert loop against build_kafka_message, record by record."""
+    records: list[dict[str, Any]] = [
+        {"id": 1, "name": "a", "amount": decimal.Decimal("1.50")},  # another tap's insert
+        {"id": 2, "name": None, "_sdc_operation": "insert", "_sdc_force_drain": True},
+        {
+            "id": 3,
+            "_sdc_operation": "insert",
+            "_sdc_source_stream": "kv{shard-1}",
+            "_sdc_source_entry_id": "17-3",
+        },
+        {"id": 4, "_sdc_source_entry_id": "17-4"},  # an entry without its stream
+        {"id": 5, "_sdc_operation": "update", "_sdc_model": {"id": 5, "x": 1}, "_sdc_where": {}},
+        {
+            "id": 6,
+            "_sdc_operation": "delete",
+            "_sdc_where": {"column": "id", "op": "=", "value": 6},
+        },
+        {"id": 7, "_sdc_operation": "", "_sdc_extracted_at": "2024-01-01"},
+        {"id": 8, "_sdc_operation": "insert", "_sdc_model": {"ignored": True}},
+        {"id": [1, 2], "nested": {"a": [1]}},
+    ]
+    for keys in (["id"], ["id", "name"], []):
+        spec = TableSpec("people", {}, keys)
+        route = TableRoute(
+            "people-stream", spec, TableBatcher("people", 10), "topic-people", True, True
+        )
+        assert build_kafka_messages(route, records) == [
+            build_kafka_message(route, r) for r in records
+        ]
