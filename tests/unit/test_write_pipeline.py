@@ -238,13 +238,19 @@ def _send_ahead_pipeline() -> WritePipeline:
     return WritePipeline(merge_limit=1, write_depth=2)
 
 
-def test_a_full_queue_is_sent_while_the_statement_before_it_is_in_flight():
+def _two_in_flight() -> tuple[WritePipeline, SendLog]:
+    """Steps 1 and 2 in flight, step 3 waiting behind them."""
     pipeline, log = _send_ahead_pipeline(), SendLog()
     log.step(pipeline, 1)
     log.until(("sent", [1]))
     log.step(pipeline, 2)
     log.step(pipeline, 3)
     log.until(("sent", [2]))  # the queue was full: sent with 1 in flight
+    return pipeline, log
+
+
+def test_a_full_queue_is_sent_while_the_statement_before_it_is_in_flight():
+    pipeline, log = _two_in_flight()
     time.sleep(0.02)
     assert ("sent", [3]) not in log.events, "at most two statements in flight"
     assert pipeline.oldest_waiting_seq() == 1
@@ -284,12 +290,7 @@ def test_a_step_that_cannot_be_sent_runs_after_the_statements_in_flight():
 
 
 def test_a_failed_statement_in_flight_stops_the_one_sent_behind_it():
-    pipeline, log = _send_ahead_pipeline(), SendLog()
-    log.step(pipeline, 1)
-    log.until(("sent", [1]))
-    log.step(pipeline, 2)
-    log.step(pipeline, 3)
-    log.until(("sent", [2]))
+    pipeline, log = _two_in_flight()
     log.sent[1].fail = True
     log.sent[1].result.set()
     log.sent[2].result.set()
