@@ -333,6 +333,15 @@ class PostgresWriter:
             return False
         # The columns each batch would add, added now (as the first of them would).
         self._ensure_columns(spec, {key: column_name(key) for key in union}, records)
+        return self._shareable(spec, union, parts)
+
+    def _shareable(
+        self,
+        spec: TableSpec,
+        union: Sequence[str],
+        parts: Sequence[tuple[Sequence[str], Sequence[Mapping[str, Any]]]],
+    ) -> bool:
+        """Whether no column some batch leaves out has a default (so NULL is what it gets)."""
         defaulted = self._defaulted.get(spec.name, set())
         for keys, _ in parts:
             left_out = set(union).difference(keys)
@@ -453,25 +462,32 @@ class PostgresWriter:
         finished: its retries, row-by-row fallback and dead letters are
         `write`'s.
 
-        Only the common case goes this way: batches of one signature whose
-        columns exist, with `on_conflict` other than `upsert`, and whose keys
-        meet no key of a statement in flight for the same table (a failed
-        statement written again after a later one must not change which
-        write of a key wins). The statement is the one `_insert` would
-        execute: the populate form when it can, else the cast form.
+        Only the common case goes this way: batches whose columns exist and
+        that share one statement in `write_parts` (one signature, or several
+        when no left-out column has a default), with `on_conflict` other than
+        `upsert`, and whose keys meet no key of a statement in flight for the
+        same table (a failed statement written again after a later one must
+        not change which write of a key wins). The statement is the one
+        `_insert` would execute: the populate form when it can, else the cast
+        form.
         """
         conn = self._conn
         if self._on_conflict is OnConflict.UPSERT or conn is None or conn.closed or conn.broken:
             return None
         keys = tuple(parts[0][0])
-        if any(tuple(other) != keys for other, _ in parts[1:]):
-            return None
+        one_signature = all(tuple(other) == keys for other, _ in parts[1:])
+        if not one_signature:  # one statement over all their columns, as write_parts does
+            keys = tuple(dict.fromkeys(key for other, _ in parts for key in other))
         existing = self._columns.get(spec.name)
         columns = {key: column_name(key) for key in keys}
         if existing is None or _missing_columns(spec, columns, existing):
             return None  # the write must create or alter the table first
+        if not one_signature and not self._shareable(spec, keys, parts):
+            return None
         plan = self._signature_plan(spec, keys, columns, existing)
-        ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
+        ahead = None
+        if one_signature:
+            ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
         records = [r for _, batch in parts for r in batch] if len(parts) > 1 else parts[0][1]
         # The form `_insert` would take: populate when the plan and the batch allow it.
         param: Any = ahead.param if ahead is not None and ahead.plan is plan else None

@@ -185,3 +185,25 @@ def test_a_table_of_the_cast_form_sends_ahead_too(writer, pg_conn, pg_schema):
     assert writer.finish(first) == WriteResult(1, 1, fallback_used=True)
     assert writer.finish(second) == WriteResult(2, 0, fallback_used=False)
     assert [r[0] for r in people(pg_conn, pg_schema, "tagged")] == [0, 2, 3, 4]
+
+
+def test_batches_of_two_signatures_go_ahead_in_one_statement_over_both(writer, pg_conn, pg_schema):
+    two = [(("id",), [{"id": 1}]), (KEYS, batch(2, 4))]
+    first = writer.send(SPEC, two, [None, None])
+    assert first is not None
+    assert first.keys == ("id", "name")
+    second = sent(writer, batch(4, 5))
+    assert writer.finish(first) == WriteResult(3, 0, fallback_used=False)
+    assert writer.finish(second) == WriteResult(1, 0, fallback_used=False)
+    rows = people(pg_conn, pg_schema)
+    assert [(r[0], r[1]) for r in rows] == [(0, "n0"), (1, None), (2, "n2"), (3, "n3"), (4, "n4")]
+    assert rows[1][2] == rows[2][2], "one statement"
+    # A left-out column with a default would get NULL instead: those go on their own.
+    pg_conn.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, name text DEFAULT 'x')").format(
+            sql.Identifier(pg_schema, "defaulted")
+        )
+    )
+    spec = TableSpec("defaulted", PROPS, ["id"])
+    writer.write(spec, KEYS, batch(0, 1))  # learns the table's columns and defaults
+    assert writer.send(spec, two, [None, None]) is None
