@@ -305,7 +305,7 @@ class PostgresWriter:
         first = tuple(parts[0][0])
         if all(tuple(keys) == first for keys, _ in parts):
             return self.write(spec, first, records, encoded=_joined(ahead))
-        union = list(dict.fromkeys(key for keys, _ in parts for key in keys))
+        union = _union_keys(parts)
         shared = self._retry.run(
             lambda: self._can_share(spec, union, parts, records),
             what=f"columns of {spec.name!r}",
@@ -477,7 +477,7 @@ class PostgresWriter:
         keys = tuple(parts[0][0])
         one_signature = all(tuple(other) == keys for other, _ in parts[1:])
         if not one_signature:  # one statement over all their columns, as write_parts does
-            keys = tuple(dict.fromkeys(key for other, _ in parts for key in other))
+            keys = _union_keys(parts)
         existing = self._columns.get(spec.name)
         columns = {key: column_name(key) for key in keys}
         if existing is None or _missing_columns(spec, columns, existing):
@@ -489,15 +489,11 @@ class PostgresWriter:
         if one_signature:
             ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
         records = [r for _, batch in parts for r in batch] if len(parts) > 1 else parts[0][1]
-        # The form `_insert` would take: populate when the plan and the batch allow it.
-        param: Any = ahead.param if ahead is not None and ahead.plan is plan else None
-        if param is None and plan.populate:
-            param = plan.encode.populate(records)
-        populate = param is not None
-        if not populate:
-            param = plan.encode(records)
-            if not isinstance(param, str):
-                return None  # no columns: the parameter is a row count
+        populate, param = plan.parameter(
+            records, ahead.param if ahead is not None and ahead.plan is plan else None
+        )
+        if not isinstance(param, str):
+            return None  # no columns: the parameter is a row count
         sent = InFlight(spec, keys, records, Encoded(plan, param) if populate else None)
         sent.populate = populate
         for other in self._in_flight:
@@ -543,13 +539,7 @@ class PostgresWriter:
         by row with dead letters), after the statements in flight behind it
         have been read.
         """
-        if not self._in_flight or self._in_flight[0] is not sent:
-            raise RuntimeError("statements sent in pipeline mode finish in the order sent")
-        if sent.outcome is _PENDING:
-            self._read_result(sent)
-        self._in_flight.popleft()
-        if not self._in_flight:
-            self._leave_pipeline()
+        self._take_oldest(sent)
         table = sent.spec.name
         if sent.outcome is None:
             self._metrics.increment(DrainerMetric.SQL_STATEMENTS)
@@ -569,12 +559,17 @@ class PostgresWriter:
 
     def abandon(self, sent: InFlight) -> None:
         """Read and drop the result of the oldest statement in flight (the run is stopping)."""
-        if self._in_flight and self._in_flight[0] is sent:
-            if sent.outcome is _PENDING:
-                self._read_result(sent)
-            self._in_flight.popleft()
-            if not self._in_flight:
-                self._leave_pipeline()
+        self._take_oldest(sent)
+
+    def _take_oldest(self, sent: InFlight) -> None:
+        """Read `sent`'s result (it must be the oldest in flight) and stop tracking it."""
+        if not self._in_flight or self._in_flight[0] is not sent:
+            raise RuntimeError("statements sent in pipeline mode finish in the order sent")
+        if sent.outcome is _PENDING:
+            self._read_result(sent)
+        self._in_flight.popleft()
+        if not self._in_flight:
+            self._leave_pipeline()
 
     def _settle(self) -> None:
         """Read every statement in flight (outcomes kept for `finish`); leave pipeline mode."""
@@ -753,12 +748,8 @@ class PostgresWriter:
     ) -> None:
         """`param`: the rows' populate-form parameter, when encoded ahead."""
         plain = plain or self._on_conflict is OnConflict.ERROR
-        if param is None and plan.populate:
-            param = plan.encode.populate(rows)
-        if param is not None:
-            self._execute(plan.statements[(True, plain)], [param])
-        else:
-            self._execute(plan.statements[(False, plain)], [plan.encode(rows)])
+        populate, parameter = plan.parameter(rows, param)
+        self._execute(plan.statements[(populate, plain)], [parameter])
         self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
 
     def _fallback(
@@ -808,6 +799,17 @@ class InsertPlan:
     populate: bool
     encode: RowEncoder
     _pipelined: dict[tuple[bool, bool], bytes] = field(default_factory=dict)
+
+    def parameter(
+        self, rows: Sequence[Mapping[str, Any]], ahead: str | None = None
+    ) -> tuple[bool, Any]:
+        """(populate form?, the statement's parameter) for these rows: the populate
+        form when the plan and the rows allow it (`ahead`: its parameter, if made)."""
+        if ahead is None and self.populate:
+            ahead = self.encode.populate(rows)
+        if ahead is not None:
+            return True, ahead
+        return False, self.encode(rows)
 
     def pipelined(self, populate: bool, plain: bool, conn: psycopg.Connection[Any]) -> bytes:
         """A statement as libpq takes it: `$1` for the parameter, `%` as `%`."""
@@ -900,6 +902,11 @@ def _wait(pgconn: Any, events: int, timeout: float | None = None) -> int:
     if came & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
         came |= select.POLLIN
     return came
+
+
+def _union_keys(parts: Sequence[tuple[Sequence[str], Any]]) -> tuple[str, ...]:
+    """The keys of all the batches, in first-seen order: one statement's columns."""
+    return tuple(dict.fromkeys(key for keys, _ in parts for key in keys))
 
 
 def _missing_columns(
