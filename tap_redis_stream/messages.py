@@ -117,7 +117,7 @@ class TableSchema:
 
 
 class ByteSink(Protocol):
-    def write(self, data: bytes | bytearray, /) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
     def flush(self) -> None: ...
 
@@ -178,7 +178,7 @@ class MessageWriter:
         """Write the lines held back (SCHEMA and RECORD lines go out with the next STATE)."""
         lines, self._pending = self._pending, bytearray()
         stream = self._stream()
-        stream.write(lines)
+        write_all(stream, lines)
         stream.flush()
 
     def _stream(self) -> ByteSink:
@@ -199,14 +199,32 @@ class MessageWriter:
         pending += b"\n"
 
 
+def write_all(stream: ByteSink, data: bytes | bytearray) -> None:
+    """Write every byte of `data`, however many calls that takes.
+
+    A write to a pipe can take less than it is given and say so. CPython's
+    BufferedWriter does that (3.11 here) when a stop signal (Ctrl-Z, a
+    debugger or py-spy attaching) interrupts a blocking write larger than its
+    buffer; a caller that ignores the count loses the rest of the write and
+    the next line starts inside a cut one.
+    """
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if not written:
+            raise OSError(f"stdout took no bytes of {len(view)} left to write")
+        view = view[written:]
+
+
 class _TextAdapter:
     """Bytes in, text out: for a text-only sys.stdout (io.StringIO in test runners)."""
 
     def __init__(self, text: IO[str]) -> None:
         self._text = text
 
-    def write(self, data: bytes | bytearray) -> int:
-        return self._text.write(data.decode())
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._text.write(str(data, "utf-8"))
+        return len(data)  # bytes, as a byte stream counts them
 
     def flush(self) -> None:
         self._text.flush()

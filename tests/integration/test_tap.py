@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 
 import orjson
@@ -339,3 +340,41 @@ def test_password_in_url_works_and_is_never_logged(tmp_path, unique):
         assert "wrong-pw" not in bad.stderr
     finally:
         server.stop()
+
+
+def test_stop_signals_while_writing_lose_no_line(tmp_path, redis_url, redis_client, unique):
+    """SIGSTOP/SIGCONT (Ctrl-Z, a debugger or py-spy attaching) cut the tap's blocking
+    writes to a full pipe short; every line must still arrive, whole and once."""
+    base = f"stop-{unique}"
+    seed(redis_client, base, 20_000, shards=2)
+    cfg = tmp_path / "stop.json"
+    cfg.write_text(json.dumps(config(redis_url, f"{base}{{shard-*}}", read_count=1000)))
+    proc = subprocess.Popen(
+        [str(TAP_BIN), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    chunks: list[bytes] = []
+
+    def read_slowly() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+            chunks.append(chunk)
+            time.sleep(0.005)  # a slow reader keeps the pipe full and the tap blocked
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    stops = 0
+    while proc.poll() is None and stops < 40:
+        time.sleep(0.03)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGCONT)
+        stops += 1
+    assert proc.wait(timeout=60) == 0
+    reader.join(timeout=60)
+    assert stops >= 10, "the tap finished before it could be stopped often"
+    lines = b"".join(chunks).splitlines()
+    messages = [json.loads(line) for line in lines]  # a cut line fails here
+    records = [m["record"] for m in messages if m["type"] == "RECORD"]
+    ids = {(r["_sdc_source_stream"], r["_sdc_source_entry_id"]) for r in records}
+    assert len(records) == len(ids) == 20_000

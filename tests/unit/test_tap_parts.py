@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import decimal
 import io
+import json
+from typing import Any
 
 import pytest
 
@@ -11,7 +13,7 @@ from tap_redis_stream.client import _xread_reply, is_pattern, owns
 from tap_redis_stream.entries import EntryParseError, Operation
 from tap_redis_stream.entries.fields import FieldsDecoder, JsonDecoder, stream_base
 from tap_redis_stream.entry_id import EntryId
-from tap_redis_stream.messages import MessageWriter, TableSchema, dumps
+from tap_redis_stream.messages import MessageWriter, TableSchema, _TextAdapter, dumps
 from tap_redis_stream.reader import bookmarks_from_state
 
 
@@ -138,3 +140,28 @@ def test_a_table_first_seen_in_a_delete_gets_a_schema():
         b"SCHEMA",
         b"RECORD",
     ]
+
+
+class _ShortWrites(io.BytesIO):
+    """Takes at most 7 bytes per write and says so, as an interrupted pipe write does."""
+
+    def write(self, data: Any, /) -> int:
+        return super().write(bytes(data[:7]))
+
+
+def test_writer_finishes_writes_the_stream_cuts_short():
+    out = _ShortWrites()
+    writer = MessageWriter(["id"], out=out)
+    for n in range(3):
+        writer.record(Operation("t", "insert", {"id": n, "s": "café €"}), "k", f"1-{n}")
+    writer.state({"stream_ids": {"k": "1-2"}})
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [m["type"] for m in lines] == ["SCHEMA", "RECORD", "RECORD", "RECORD", "STATE"]
+    assert lines[3]["record"]["s"] == "café €"
+
+
+def test_text_stdout_counts_bytes_written():
+    text = io.StringIO()
+    adapter = _TextAdapter(text)
+    assert adapter.write(memoryview("é€\n".encode())) == 6
+    assert text.getvalue() == "é€\n"
