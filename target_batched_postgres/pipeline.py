@@ -17,13 +17,16 @@ release it) without changing what is written or in which order:
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
   so no STATE passes a record that is not durable yet (`oldest_waiting_seq`);
 - at most `depth` flushes wait before each step, so memory stays bounded;
-- consecutive batch flushes of the same table that are all waiting for
-  PostgreSQL when its thread gets to them are written together (`Mergeable`;
-  in one statement when they can share it, see PostgresWriter.write_parts):
-  when PostgreSQL falls behind, it commits fewer, larger statements instead
-  of queueing. Their records keep their order, and
-  none of them counts as finished before that statement committed. Changes
-  and force-drained records are never merged;
+- batch flushes of the same table that are all waiting for PostgreSQL when
+  its thread gets to them are written together (`Mergeable`; in one
+  statement when they can share it, see PostgresWriter.write_parts): when
+  PostgreSQL falls behind, it commits fewer, larger statements instead of
+  queueing. Their records keep their order, and none of them counts as
+  finished before that statement committed. A table's batches are taken
+  together past other tables' batches waiting between them (records of
+  many tables arrive interleaved), but never past a step of their own table
+  that they do not share a statement with, nor past a change or a
+  force-drained flush of any table, which are never merged;
 - while a PostgreSQL step's statement is in flight and a full statement's
   worth of steps waits behind it (the queue is full), the next one is sent
   at once (`Mergeable.send`, up to `send_ahead` in flight): the server runs
@@ -68,11 +71,14 @@ class Sent(Protocol):
 class Mergeable:
     """A PostgreSQL step that may be written together with the next ones of the same `key`.
 
-    `write(parts)` writes the `part`s of consecutive steps of this key, in
+    `write(parts)` writes the `part`s of waiting steps of this key, in
     order, instead of each step's own write; `key` is compared by equality
     (the table and its settings at submit). `rows` counts toward the limit.
     `send(parts)`, when given, begins the same write without waiting for
-    PostgreSQL (None: it cannot, `write` is used).
+    PostgreSQL (None: it cannot, `write` is used). `lane` (the destination
+    table) orders steps: a step may be written before steps of other lanes
+    submitted earlier, never before an earlier one of its own lane that it
+    does not share the write with. Steps without a lane all share one.
     """
 
     key: Any
@@ -80,6 +86,7 @@ class Mergeable:
     part: Any
     write: Callable[[list[Any]], None]
     send: Callable[[list[Any]], Sent | None] | None = None
+    lane: Any = None
 
 
 _Item = tuple[int, Collect | None, Step, Mergeable | None] | None  # None: stop
@@ -130,9 +137,11 @@ class WritePipeline:
         self._merge_limit = merge_limit
         self._publish_many = publish_many or _no_publisher
         self._send_ahead = send_ahead
-        # An item taken from `_write` while merging that runs next, on its own;
-        # and the stop item taken from `_publish` while grouping.
-        self._held: _Item | object = _NOTHING
+        # Items taken from `_write` while merging that were not merged, in
+        # order: they run before anything still in the queue. Bounded by the
+        # queue's size. And the stop item taken from `_publish` while grouping.
+        self._backlog: deque[_Item] = deque()
+        self._backlog_limit = max(depth, write_depth)
         self._held_publish: _Item | object = _NOTHING
 
     def _start(self) -> None:
@@ -200,10 +209,7 @@ class WritePipeline:
                     in_flight.popleft()
                     self._finish(group, sent)
                 continue
-            item: Any = self._held
-            self._held = _NOTHING
-            if item is _NOTHING:
-                item = self._write.get()
+            item: Any = self._backlog.popleft() if self._backlog else self._write.get()
             if item is None:
                 while in_flight:
                     self._finish(*in_flight.popleft())
@@ -228,7 +234,7 @@ class WritePipeline:
 
     def _work_waiting(self) -> bool:
         """Whether a full statement's worth of steps waits (or one that cannot merge)."""
-        return self._held is not _NOTHING or self._write.full()
+        return bool(self._backlog) or self._write.full()
 
     def _send(self, group: list[Any]) -> Sent | None:
         """Begin the group's write without waiting, if its steps allow; None otherwise."""
@@ -260,27 +266,32 @@ class WritePipeline:
             self._on_done()
 
     def _take_mergeable(self, first: tuple[int, Step | None, Step, Mergeable | None]) -> list:
-        """`first` and the waiting steps right after it that share its statement."""
+        """`first` and the waiting steps that share its write (see the module docstring)."""
         group: list[Any] = [first]
         mergeable = first[3]
         if mergeable is None or not self._merge_limit:
             return group
-        count = mergeable.rows
-        while count < self._merge_limit:
+        backlog = self._backlog
+        while len(backlog) < self._backlog_limit:
             try:
-                following = self._write.get_nowait()
+                backlog.append(self._write.get_nowait())
             except queue.Empty:
                 break
+        count = mergeable.rows
+        passed: list[_Item] = []  # steps of other lanes that the group's steps move ahead of
+        while backlog and count < self._merge_limit:
+            following = backlog[0]
             other = following[3] if following is not None else None
-            if (
-                other is None
-                or other.key != mergeable.key
-                or count + other.rows > self._merge_limit
-            ):
-                self._held = following  # runs next, on its own
-                break
-            group.append(following)
-            count += other.rows
+            if other is None:
+                break  # the stop, or a step that is never merged: nothing passes it
+            if other.key == mergeable.key and count + other.rows <= self._merge_limit:
+                group.append(backlog.popleft())
+                count += other.rows
+            elif other.lane != mergeable.lane:
+                passed.append(backlog.popleft())
+            else:
+                break  # its own lane: what follows may not pass it
+        backlog.extendleft(reversed(passed))
         return group
 
     def _run_group(self, group: list[Any]) -> None:

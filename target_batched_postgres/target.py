@@ -379,6 +379,7 @@ class TargetBatchedPostgres(Target):
                 lambda parts: flusher.send_batches(
                     target, [(c, r) for c, r, _ in parts], [e for _, _, e in parts]
                 ),
+                lane=target.spec.name,
             )
         self.pipeline.submit(
             oldest_seq,

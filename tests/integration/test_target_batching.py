@@ -342,7 +342,7 @@ def _slow_inserts(conn, schema: str, table: str, seconds: float) -> None:
     )
     conn.execute(
         sql.SQL(
-            "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
             "$$BEGIN PERFORM pg_sleep({}); RETURN NULL; END$$"
         ).format(sql.Identifier(schema, "slow"), sql.Literal(seconds))
     )
@@ -370,6 +370,22 @@ def test_batches_waiting_for_postgres_share_statements(pg_url, pg_schema, pg_con
     assert 200 // (10 * 4) <= statements < 200 // 10  # up to 4 batches per statement
     got = rows(pg_conn, pg_schema, "people")
     assert [r[0] for r in got] == list(range(200))
+
+
+def test_tables_arriving_interleaved_each_share_statements(pg_url, pg_schema, pg_conn):
+    """Batches of two tables alternate in the queue; each table's still share statements."""
+    lines = []
+    for table in ("people", "pets"):
+        _slow_inserts(pg_conn, pg_schema, table, 0.05)
+        lines.append(schema_msg(table, PROPS, ["id"]))
+    for i in range(200):
+        lines.append(record_msg("people", {"id": i, "name": f"n{i}"}))
+        lines.append(record_msg("pets", {"id": i, "name": f"p{i}"}))
+    cfg = config(pg_url, pg_schema, insert_batch_size=10, max_batches_per_statement=4)
+    run = run_target(cfg, lines)
+    assert run.count(DrainerMetric.INSERT_STATEMENTS) < 30  # 40 batches
+    for table in ("people", "pets"):
+        assert [r[0] for r in rows(pg_conn, pg_schema, table)] == list(range(200))
 
 
 def test_max_batches_per_statement_1_keeps_one_statement_per_batch(pg_url, pg_schema, pg_conn):

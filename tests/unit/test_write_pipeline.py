@@ -24,18 +24,22 @@ class Log:
     def alone(self, numbers: list[int]) -> Callable[[], None]:
         return lambda: self.calls.append(("alone", numbers))
 
-    def mergeable(self, key: str, numbers: list[int], pipeline: WritePipeline) -> Mergeable:
+    def mergeable(
+        self, key: str, numbers: list[int], pipeline: WritePipeline, lane: str | None = None
+    ) -> Mergeable:
         def write(parts: list[Any]) -> None:
             self.seen_waiting.append(pipeline.oldest_waiting_seq())
             self.calls.append(("merged", [n for part in parts for n in part]))
 
-        return Mergeable(key, len(numbers), numbers, write)
+        return Mergeable(key, len(numbers), numbers, write, lane=lane)
 
     def records(self) -> list[int]:
         return [n for _, numbers in self.calls for n in numbers]
 
 
-def _blocked_pipeline(merge_limit: int) -> tuple[WritePipeline, threading.Event]:
+def _blocked_pipeline(
+    merge_limit: int, write_depth: int = 0
+) -> tuple[WritePipeline, threading.Event]:
     """A pipeline whose PostgreSQL thread is held in a first step until the event is set."""
     gate, running = threading.Event(), threading.Event()
 
@@ -43,14 +47,16 @@ def _blocked_pipeline(merge_limit: int) -> tuple[WritePipeline, threading.Event]
         running.set()
         gate.wait(WAIT_SECONDS)
 
-    pipeline = WritePipeline(merge_limit=merge_limit)
+    pipeline = WritePipeline(merge_limit=merge_limit, write_depth=write_depth)
     pipeline.submit(0, None, hold)
     assert running.wait(WAIT_SECONDS)
     return pipeline, gate
 
 
-def _submit(pipeline: WritePipeline, log: Log, key: str, numbers: list[int]) -> None:
-    mergeable = log.mergeable(key, numbers, pipeline)
+def _submit(
+    pipeline: WritePipeline, log: Log, key: str, numbers: list[int], lane: str | None = None
+) -> None:
+    mergeable = log.mergeable(key, numbers, pipeline, lane)
     pipeline.submit(numbers[0], None, lambda: mergeable.write([mergeable.part]), mergeable)
 
 
@@ -97,6 +103,44 @@ def test_other_keys_and_unmergeable_steps_keep_their_place():
     for kind, numbers in log.calls:
         if kind == "merged" and len(numbers) > 1:
             assert numbers == [4, 5]  # only neighbours of one key
+
+
+def test_a_tables_batches_share_a_write_past_other_tables_between_them():
+    pipeline, gate = _blocked_pipeline(merge_limit=100, write_depth=5)
+    log = Log()
+    for number, table in enumerate("ABABA", 1):  # records of two tables, interleaved
+        _submit(pipeline, log, table, [number], lane=table)
+    _until_waiting_for_postgres(pipeline, 5)
+    _release(pipeline, gate)
+    assert log.calls == [("merged", [1, 3, 5]), ("merged", [2, 4])]
+    assert pipeline.oldest_waiting_seq() is None
+
+
+@pytest.mark.parametrize(
+    ("between", "limit"),
+    [
+        ("same table, other settings", 100),  # its own lane, another key
+        ("a change of another table", 100),  # never merged: nothing passes it
+        ("more rows than the limit", 2),  # the key's next step does not fit
+    ],
+)
+def test_nothing_passes_a_step_it_cannot_share_a_write_with(between: str, limit: int):
+    pipeline, gate = _blocked_pipeline(merge_limit=limit, write_depth=4)
+    log = Log()
+    _submit(pipeline, log, "A", [1], lane="A")
+    _submit(pipeline, log, "B", [2], lane="B")
+    if between == "same table, other settings":
+        _submit(pipeline, log, "A'", [3], lane="A")
+    elif between == "a change of another table":
+        pipeline.submit(3, None, log.alone([3]))
+    else:
+        _submit(pipeline, log, "A", [3, 3], lane="A")
+    _submit(pipeline, log, "A", [4], lane="A")
+    _until_waiting_for_postgres(pipeline, 4)
+    _release(pipeline, gate)
+    first_a = [n for _, numbers in log.calls for n in numbers if n in (1, 3, 4)]
+    assert first_a.index(3) < first_a.index(4)  # 4 never moved ahead of 3
+    assert sorted(set(log.records())) == [1, 2, 3, 4]
 
 
 def test_merge_limit_bounds_the_rows_of_a_shared_write():
