@@ -164,6 +164,18 @@ def _parse_number_or_text(text: str) -> Scalar:
     if text.isdigit():
         # isdigit also accepts non-ASCII digits, which Haskell never shows.
         return _integer(text) if text.isascii() else text
+    # Cheaper than the regex for the common forms (string methods, no match
+    # object); what they do not settle, the regex does.
+    if text[4:5] == "-" and text[3:4] not in ("e", "E"):
+        # A date or timestamp (`2024-06-01 ...`): in a number a `-` comes
+        # only first or right after the exponent's `e`.
+        return text
+    whole, dot, fraction = (text[1:] if text[0] == "-" else text).partition(".")
+    if whole.isdigit() and whole.isascii():
+        if not dot:
+            return _integer(text)  # negative
+        if fraction.isdigit() and fraction.isascii():
+            return decimal.Decimal(text)  # a fraction without exponent: exact as written
     match = _NUMBER.fullmatch(text)
     if match is None:
         return text  # a date, time or timestamp: PostgreSQL casts it

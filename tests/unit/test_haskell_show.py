@@ -83,6 +83,18 @@ def ghc_show_string(text: str) -> str:
         ("Just 5", "Just 5"),
         ("sqlnull", "sqlnull"),
         ("1\u0663", "1\u0663"),  # a non-ASCII digit: not a Haskell-shown number
+        # Number-like text the fast paths must leave as text, as the regex does.
+        (".5", ".5"),
+        ("-.5", "-.5"),
+        ("1.5.5", "1.5.5"),
+        ("1_000.5", "1_000.5"),  # Decimal() would take it
+        ("\u0663.5", "\u0663.5"),
+        ("1.\u0663", "1.\u0663"),
+        ("-\u0663", "-\u0663"),
+        ("-123-4", "-123-4"),
+        ("1234-5678", "1234-5678"),
+        ("12345-", "12345-"),
+        ("+1.5", "+1.5"),
     ],
 )
 def test_scalar_forms(text: str, expected: Any) -> None:
@@ -128,6 +140,9 @@ def test_integers_are_int(text: str, expected: int) -> None:
             "12345678901234567890.123456789012345678901",
         ),
         ("1e1001", "1E+1001"),  # beyond numeric's exponent range: left for PostgreSQL to refuse
+        ("123e-4", "0.0123"),  # a `-` at offset 4 after an exponent: a number, not a date
+        ("1234E-4", "0.1234"),
+        ("-00.10", "-0.10"),
     ],
 )
 def test_fractions_and_exponents_are_exact_decimals(text: str, expected_text: str) -> None:
