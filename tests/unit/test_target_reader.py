@@ -6,14 +6,17 @@ each case runs through both and must give the same callbacks, counts and errors.
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
-from target_batched_postgres.reader import FastSingerReader
+from target_batched_postgres.reader import INPUT_BUFFER_BYTES, FastSingerReader, open_input
 
 TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
 SCHEMA = b'{"type":"SCHEMA","stream":"s","schema":{"type":"object"},"key_properties":[]}'
@@ -59,3 +62,30 @@ def test_same_callbacks_counts_and_errors_as_the_sdk_loop(case: str, as_text: bo
     elif case not in ("NaN, read by the standard library", "CRLF"):
         # Each of the others is refused (a text stream has no bytes that are not UTF-8).
         assert (ours[2] is not None) != (case == "not UTF-8" and as_text)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux-only")
+def test_input_pipe_grows_and_reads_every_line() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        stream = open_input(read_end)
+        assert fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) == INPUT_BUFFER_BYTES
+        lines = [b'{"type":"STATE","value":{"n":%d}}\n' % n for n in range(3000)]
+        writer = threading.Thread(target=_write_and_close, args=(write_end, b"".join(lines)))
+        writer.start()
+        assert list(stream) == lines
+        writer.join()
+    finally:
+        os.close(read_end)
+
+
+def test_input_from_a_file_reads_every_line(tmp_path) -> None:
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(b"a\nb\n")
+    with path.open("rb") as file:
+        assert list(open_input(file.fileno())) == [b"a\n", b"b\n"]
+
+
+def _write_and_close(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
