@@ -43,12 +43,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=1),
         default=16,
         description=(
-            "When PostgreSQL falls behind, consecutive batches of one table that are all "
-            "waiting for it are written in one statement, up to this many (fewer, larger "
-            "commits, so PostgreSQL catches up): batches of one column signature always, "
-            "of several when the statement over all their columns writes the same rows (no "
-            "left-out column has a default; not with on_conflict=upsert). 1: one "
-            "statement per batch."
+            "When PostgreSQL falls behind, the batches of one table that are all waiting "
+            "for it are written in one statement, up to this many (fewer, larger commits, "
+            "so PostgreSQL catches up), also past other tables' batches waiting between "
+            "them: batches of one column signature always, of several when the statement "
+            "over all their columns writes the same rows (no left-out column has a "
+            "default; not with on_conflict=upsert). 1: one statement per batch."
         ),
     ),
     th.Property(
