@@ -383,8 +383,12 @@ def run_server_failure(servers: Servers, workdir: Path, how: str, *, seed: int) 
             redis=server.url if how == "redis" else servers.redis,
             kafka=server.url if how == "kafka" else servers.kafka,
         )
+        # The crash must find the tap still reading: its output must outgrow
+        # what the pipe and the target's input buffer hold (1 MiB each), or
+        # the tap is done before the target's second STATE.
+        entries = 8000 if how == "redis" else 400
         scenario = Scenario(
-            mine, workdir, seed=seed, entries=400, read_count=20, insert_batch_size=10
+            mine, workdir, seed=seed, entries=entries, read_count=20, insert_batch_size=10
         )
         if how == "kafka":  # fail fast once the broker is gone
             scenario.kafka_timeout_seconds, scenario.max_attempts = 2.0, 2
