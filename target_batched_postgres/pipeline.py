@@ -16,7 +16,9 @@ release it) without changing what is written or in which order:
   batch inserts sent ahead (below), which the server still runs in order;
 - a submitted flush counts as waiting until its PostgreSQL step has finished,
   so no STATE passes a record that is not durable yet (`oldest_waiting_seq`);
-- at most `depth` flushes wait before each step, so memory stays bounded;
+- at most `depth` flushes wait before each step (and as many again set
+  aside by the PostgreSQL thread while it gathers a table's batches), so
+  memory stays bounded;
 - batch flushes of the same table that are all waiting for PostgreSQL when
   its thread gets to them are written together (`Mergeable`; in one
   statement when they can share it, see PostgresWriter.write_parts): when
