@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import json
+import sys
 import threading
 import time
 from functools import cached_property
@@ -435,7 +437,7 @@ class TargetBatchedPostgres(Target):
             state = self.checkpoints.take_emittable(oldest)
             if state is not None:
                 fault_point("before_state")
-                super()._write_state_message(copy.deepcopy(state))
+                self._print_state(copy.deepcopy(state))
 
     def _process_state_message(self, message_dict: dict) -> None:
         super()._process_state_message(message_dict)
@@ -450,4 +452,28 @@ class TargetBatchedPostgres(Target):
         with self._state_lock:
             if self.checkpoints.mark_emitted(state):
                 fault_point("before_state")
-                super()._write_state_message(state)
+                self._print_state(state)
+
+    def _print_state(self, state: dict) -> None:
+        """The SDK's STATE line (`Target._write_state_message`), written to its last byte.
+
+        The SDK writes through the text stdout, which drops what a short write
+        leaves: a stop signal (Ctrl-Z, a debugger or py-spy attaching) cutting
+        a write to a full pipe cut a STATE line longer than 8 KiB.
+        """
+        line = (json.dumps(state) + "\n").encode()
+        self.logger.debug("Emitting completed target state %s", line[:-1].decode())
+        out = sys.stdout
+        binary = getattr(out, "buffer", None)
+        if binary is None:  # a text-only stdout (io.StringIO in test runners)
+            out.write(line.decode())
+            out.flush()
+            return
+        out.flush()
+        view = memoryview(line)
+        while view:  # a short write says how much it took: write the rest
+            written = binary.write(view)
+            if not written:
+                raise OSError(f"stdout took no bytes of {len(view)} left to write")
+            view = view[written:]
+        binary.flush()

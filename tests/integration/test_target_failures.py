@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -260,3 +261,49 @@ def test_a_lock_held_elsewhere_is_a_bounded_wait(tmp_path, pg_url, pg_schema, pg
     assert "canceling statement due to" in result.stderr  # statement or lock timeout
     assert elapsed < 30
     assert rows(pg_conn, pg_schema, "people") == []
+
+
+def test_stop_signals_while_writing_cut_no_state_line(tmp_path: Path, pg_url, pg_schema):
+    """SIGSTOP/SIGCONT (Ctrl-Z, a debugger or py-spy attaching) cut the target's blocking
+    writes to a full pipe short; every STATE line must still arrive whole."""
+    cfg = write_config(tmp_path, config(pg_url, pg_schema))
+    states = [{"bookmarks": {"n": n, "pad": "x" * 20_000}} for n in range(1500)]
+    proc = subprocess.Popen(
+        [str(TARGET_BIN), "--config", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    chunks: list[bytes] = []
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        for state in states:
+            proc.stdin.write(state_msg(state).encode() + b"\n")
+        proc.stdin.close()
+
+    def read_slowly() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+            chunks.append(chunk)
+            time.sleep(0.005)  # a slow reader keeps the pipe full and the target blocked
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=read_slowly)]
+    for thread in threads:
+        thread.start()
+    stops = 0
+    while proc.poll() is None and stops < 200:
+        time.sleep(0.03)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGCONT)
+        stops += 1
+    assert proc.wait(timeout=60) == 0
+    for thread in threads:
+        thread.join(timeout=60)
+    assert stops >= 10, "the target finished before it could be stopped often"
+    emitted = [json.loads(line) for line in b"".join(chunks).splitlines()]  # a cut line fails
+    assert emitted[-1] == states[-1]
+    assert [s["bookmarks"]["n"] for s in emitted] == sorted({s["bookmarks"]["n"] for s in emitted})
