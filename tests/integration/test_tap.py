@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 
 import orjson
@@ -15,6 +14,7 @@ import zstandard
 
 from tests import kv_workload
 from tests.integration.tap_helpers import TAP_BIN, run_tap
+from tests.stop_signals import output_while_stopping
 
 SPEC_CREATE = {
     "contents_v2": {
@@ -352,28 +352,7 @@ def test_stop_signals_while_writing_lose_no_line(tmp_path, redis_url, redis_clie
     proc = subprocess.Popen(
         [str(TAP_BIN), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    assert proc.stdout is not None
-    chunks: list[bytes] = []
-
-    def read_slowly() -> None:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-            chunks.append(chunk)
-            time.sleep(0.005)  # a slow reader keeps the pipe full and the tap blocked
-
-    reader = threading.Thread(target=read_slowly)
-    reader.start()
-    stops = 0
-    while proc.poll() is None and stops < 40:
-        time.sleep(0.03)
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(0.01)
-        proc.send_signal(signal.SIGCONT)
-        stops += 1
-    assert proc.wait(timeout=60) == 0
-    reader.join(timeout=60)
-    assert stops >= 10, "the tap finished before it could be stopped often"
-    lines = b"".join(chunks).splitlines()
+    lines = output_while_stopping(proc, max_stops=40).splitlines()
     messages = [json.loads(line) for line in lines]  # a cut line fails here
     records = [m["record"] for m in messages if m["type"] == "RECORD"]
     ids = {(r["_sdc_source_stream"], r["_sdc_source_entry_id"]) for r in records}

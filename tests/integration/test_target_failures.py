@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.integration.target_helpers import (
     write_config,
 )
 from tests.servers import free_port
+from tests.stop_signals import output_while_stopping
 
 PROPS = {"id": {"type": "integer"}, "name": {"type": ["string", "null"]}}
 
@@ -274,9 +274,6 @@ def test_stop_signals_while_writing_cut_no_state_line(tmp_path: Path, pg_url, pg
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    chunks: list[bytes] = []
 
     def feed() -> None:
         assert proc.stdin is not None
@@ -284,26 +281,7 @@ def test_stop_signals_while_writing_cut_no_state_line(tmp_path: Path, pg_url, pg
             proc.stdin.write(state_msg(state).encode() + b"\n")
         proc.stdin.close()
 
-    def read_slowly() -> None:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
-            chunks.append(chunk)
-            time.sleep(0.005)  # a slow reader keeps the pipe full and the target blocked
-
-    threads = [threading.Thread(target=feed), threading.Thread(target=read_slowly)]
-    for thread in threads:
-        thread.start()
-    stops = 0
-    while proc.poll() is None and stops < 200:
-        time.sleep(0.03)
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(0.01)
-        proc.send_signal(signal.SIGCONT)
-        stops += 1
-    assert proc.wait(timeout=60) == 0
-    for thread in threads:
-        thread.join(timeout=60)
-    assert stops >= 10, "the target finished before it could be stopped often"
-    emitted = [json.loads(line) for line in b"".join(chunks).splitlines()]  # a cut line fails
+    output = output_while_stopping(proc, max_stops=200, feed=feed)
+    emitted = [json.loads(line) for line in output.splitlines()]  # a cut line fails
     assert emitted[-1] == states[-1]
     assert [s["bookmarks"]["n"] for s in emitted] == sorted({s["bookmarks"]["n"] for s in emitted})
