@@ -68,10 +68,9 @@ _MAX_CODE_POINT = 0x10FFFF
 # would only build a huge string for PostgreSQL to reject as it did the literal.
 _MAX_EXPANDED_EXPONENT = 1000
 
-# One compiled match per value (not per character) decides whether unquoted
-# text is a number; group 1 is the fraction, group 2 the exponent. Plain
-# integers take the cheaper isdigit path first.
-_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+# A number with an exponent (`1.0e-2`, `1e7`): one compiled match per value.
+# Integers and plain fractions are told apart with string methods first.
+_EXPONENT_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]+")
 _NUMBER_STARTS = frozenset("-0123456789")
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
 _HEX_DIGITS = re.compile(r"[0-9A-Fa-f]+")
@@ -164,8 +163,7 @@ def _parse_number_or_text(text: str) -> Scalar:
     if text.isdigit():
         # isdigit also accepts non-ASCII digits, which Haskell never shows.
         return _integer(text) if text.isascii() else text
-    # Cheaper than the regex for the common forms (string methods, no match
-    # object); what they do not settle, the regex does.
+    # String methods settle the common forms, cheaper than a regex match.
     if text[4:5] == "-" and text[3:4] not in ("e", "E"):
         # A date or timestamp (`2024-06-01 ...`): in a number a `-` comes
         # only first or right after the exponent's `e`.
@@ -176,17 +174,13 @@ def _parse_number_or_text(text: str) -> Scalar:
             return _integer(text)  # negative
         if fraction.isdigit() and fraction.isascii():
             return decimal.Decimal(text)  # a fraction without exponent: exact as written
-    match = _NUMBER.fullmatch(text)
-    if match is None:
-        return text  # a date, time or timestamp: PostgreSQL casts it
-    if match.lastindex is None:
-        return _integer(text)  # negative: neither fraction nor exponent matched
+    if _EXPONENT_NUMBER.fullmatch(text) is None:
+        return text  # a time, or other text: PostgreSQL casts it
     number = decimal.Decimal(text)
-    if match.lastindex == 2:
-        exponent = number.as_tuple().exponent
-        if isinstance(exponent, int) and 0 < exponent <= _MAX_EXPANDED_EXPONENT:
-            # PostgreSQL reads 1.5e7 with scale 0, i.e. 15000000, not 1.5E+7.
-            number = decimal.Decimal(format(number, "f"))
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and 0 < exponent <= _MAX_EXPANDED_EXPONENT:
+        # PostgreSQL reads 1.5e7 with scale 0, i.e. 15000000, not 1.5E+7.
+        number = decimal.Decimal(format(number, "f"))
     return number
 
 
