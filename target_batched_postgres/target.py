@@ -459,18 +459,19 @@ class TargetBatchedPostgres(Target):
 
         The SDK writes through the text stdout, which drops what a short write
         leaves: a stop signal (Ctrl-Z, a debugger or py-spy attaching) cutting
-        a write to a full pipe cut a STATE line longer than 8 KiB.
+        a write to a full pipe cut a STATE line longer than 8 KiB. The tap's
+        `messages.write_all` is the same loop; the plugins share no module.
         """
-        line = (json.dumps(state) + "\n").encode()
-        self.logger.debug("Emitting completed target state %s", line[:-1].decode())
+        text = json.dumps(state)
+        self.logger.debug("Emitting completed target state %s", text)
         out = sys.stdout
         binary = getattr(out, "buffer", None)
         if binary is None:  # a text-only stdout (io.StringIO in test runners)
-            out.write(line.decode())
+            out.write(text + "\n")
             out.flush()
             return
         out.flush()
-        view = memoryview(line)
+        view = memoryview((text + "\n").encode())
         while view:  # a short write says how much it took: write the rest
             written = binary.write(view)
             if not written:
