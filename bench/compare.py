@@ -54,6 +54,9 @@ PEERS = {
 }
 W3_STREAM_BASE = "bench-kv-stream"
 W3_SHARDS = 8
+MELTANO_W3 = "meltano run tap-redis-stream target-batched-postgres"
+EMPTY_RUN = "meltano run, empty stream: the fixed cost of a run"
+TARGET_W3 = "target-batched-postgres alone, Kafka on, from the tap's output"
 
 
 @dataclass
@@ -72,8 +75,12 @@ class Row:
     note: str = ""
 
     @property
+    def seconds(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
     def rate(self) -> float:
-        return self.records / statistics.median(r.seconds for r in self.runs)
+        return self.records / self.seconds
 
     @property
     def rss_mb(self) -> float:
@@ -82,7 +89,7 @@ class Row:
     @property
     def statements_per_1000(self) -> float | None:
         counts = [r.statements for r in self.runs if r.statements is not None]
-        return 1000 * statistics.median(counts) / self.records if counts else None
+        return 1000 * statistics.median(counts) / self.records if counts and self.records else None
 
 
 def run_process(
@@ -271,6 +278,43 @@ class Bench:
         )  # fmt: skip
         return seconds, rss, None
 
+    def target_w3(self, path: Path, records: int) -> tuple[float, float, int | None]:
+        """Our target alone (Kafka on) on a file of the tap's W3 output."""
+        schema = self.fresh_schema(w1_table=False)
+        for table in kv_workload.TABLES:
+            self.conn.execute(table.ddl(schema))
+        config = {
+            "database_url": self.pg.url,
+            "default_target_schema": schema,
+            "kafka_enabled": True,
+            "kafka_bootstrap_servers": self.kafka.url,
+            "kafka_topic_template": f"{schema}-{{table}}",
+        }
+        config_path = DATA / f"target-{schema}.json"
+        config_path.write_text(json.dumps(config))
+        self.reset_statements()
+        seconds, rss, _ = run_process(
+            [str(BIN / "target-batched-postgres"), "--config", str(config_path)], stdin=path
+        )
+        statements = self.count_statements()
+        landed = sum(self.count_rows(schema, t.name) for t in kv_workload.TABLES)
+        assert landed == records, f"the target landed {landed} of {records}"
+        return seconds, rss, statements
+
+    def tap_output(self) -> Path:
+        """The tap's Singer output for the seeded W3 entries, in a file (not timed)."""
+        config_path = DATA / "tap.json"
+        config_path.write_text(json.dumps(self.tap_config()))
+        path = DATA / "w3-tap.singer"
+        with path.open("wb") as out:
+            subprocess.run(
+                [str(BIN / "tap-redis-stream"), "--config", str(config_path)],
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
+        return path
+
     def meltano_run(self, records: int) -> tuple[float, float, int | None]:
         schema = self.fresh_schema(w1_table=False)
         for table in kv_workload.TABLES:
@@ -354,8 +398,9 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
         ratio_1 = f"{row.rate / one_copy:.2f}" if one_copy and row.workload in ("W1", "W2") else ""
         if row.workload == "W2" and batch_copy:
             ratio_b = f"{row.rate / batch_copy:.2f}"
+        rate = f"{row.rate:,.0f}" if row.records else f"({row.seconds:.2f} s)"
         print(
-            f"| {row.workload} | {row.name}{row.note} | {row.records:,} | {row.rate:,.0f} "
+            f"| {row.workload} | {row.name}{row.note} | {row.records:,} | {rate} "
             f"| {ratio_b} | {ratio_1} | {'' if per_k is None else f'{per_k:.1f}'} "
             f"| {row.rss_mb:.0f} |"
         )
@@ -395,9 +440,22 @@ def derived(rows: list[Row], args: argparse.Namespace) -> None:
     if batched and single and batched.statements_per_1000 and single.statements_per_1000:
         fewer = 1 - batched.statements_per_1000 / single.statements_per_1000
         print(f"- SQL statements, batched vs unbatched: {100 * fewer:.2f}% fewer")
-    whole = by.get(("W3", "meltano run tap-redis-stream target-batched-postgres"))
+    whole = by.get(("W3", MELTANO_W3))
     if whole:
         print(f"- meltano run on W3: {whole.rate:,.0f} rec/s")
+    empty, target = by.get(("W3", EMPTY_RUN)), by.get(("W3", TARGET_W3))
+    if whole and empty and whole.seconds > empty.seconds:
+        records = whole.records / (whole.seconds - empty.seconds)
+        print(
+            f"- meltano run on W3 less the fixed cost of a run ({empty.seconds:.2f} s): "
+            f"{records:,.0f} rec/s"
+        )
+    if empty and target:
+        print(
+            f"- fixed cost of a run + the target alone on W3 (Kafka on): "
+            f"{empty.seconds + target.seconds:.2f} s; 25k rec/s is "
+            f"{target.records / 25_000:.2f} s"
+        )
     big = by.get(("W1", "target-batched-postgres, Kafka off, peak RSS run"))
     if big:
         print(f"- target peak RSS on {big.records:,} records: {big.rss_mb:.0f} MB")
@@ -465,13 +523,18 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: b.peer("pipelinewise", w1, n),
                 repeat,
             )
+        if not args.skip_meltano:
+            b.seed_w3(0)
+            b.measure(Row("W3", EMPTY_RUN, 0), lambda: b.meltano_run(0), repeat)
         b.seed_w3(n)
         print(f"W3: seeded {n:,} KV Create entries over {W3_SHARDS} shard keys", flush=True)
         b.measure(Row("W3", "raw redis-py XRANGE + zstd + orjson", n), b.raw_xrange, repeat)
         b.measure(Row("W3", "tap-redis-stream alone", n), b.tap_alone, repeat)
         if not args.skip_meltano:
+            tap_output = b.tap_output()
+            b.measure(Row("W3", TARGET_W3, n), lambda: b.target_w3(tap_output, n), repeat)
             b.measure(
-                Row("W3", "meltano run tap-redis-stream target-batched-postgres", n),
+                Row("W3", MELTANO_W3, n),
                 lambda: b.meltano_run(n),
                 repeat,
             )
