@@ -44,6 +44,7 @@ class TapRedisStream(Tap):
     """Reads Redis Streams (plain fields, JSON, or the KV drainer's commands)."""
 
     name = "tap-redis-stream"
+    package_name = "redis-stream-drainer"  # the distribution: its version in logs and --about
     config_jsonschema = CONFIG_SCHEMA
     # Only what the one-pass reader honours: no stream maps, flattening or
     # BATCH messages (those belong to the SDK's per-stream sync).

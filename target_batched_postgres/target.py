@@ -51,6 +51,7 @@ class TargetBatchedPostgres(Target):
     """Batches by column signature, publishes to Kafka, then writes PostgreSQL."""
 
     name = "target-batched-postgres"
+    package_name = "redis-stream-drainer"  # the distribution: its version in logs and --about
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = BatchedPostgresSink
     message_reader_class = FastSingerReader

@@ -29,3 +29,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     head = README[:1500]
     assert "make demo" in head
     assert "make test" in head
+
+
+@pytest.mark.parametrize("plugin", readme_settings.PLUGINS)
+def test_about_names_the_distribution_version(plugin: str) -> None:
+    # The SDK looks the version up by `package_name`; the plugin's own name is
+    # no distribution, which logs and --about showed as "[could not be detected]".
+    from importlib.metadata import version
+
+    from tap_redis_stream.tap import TapRedisStream
+    from target_batched_postgres.target import TargetBatchedPostgres
+
+    cls = {"tap-redis-stream": TapRedisStream, "target-batched-postgres": TargetBatchedPostgres}
+    assert cls[plugin].plugin_version == version("redis-stream-drainer")
