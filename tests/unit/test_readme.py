@@ -40,5 +40,5 @@ def test_about_names_the_distribution_version(plugin: str) -> None:
     from tap_redis_stream.tap import TapRedisStream
     from target_batched_postgres.target import TargetBatchedPostgres
 
-    cls = {"tap-redis-stream": TapRedisStream, "target-batched-postgres": TargetBatchedPostgres}
-    assert cls[plugin].plugin_version == version("redis-stream-drainer")
+    plugin_class = TapRedisStream if plugin == "tap-redis-stream" else TargetBatchedPostgres
+    assert plugin_class.plugin_version == version("redis-stream-drainer")
