@@ -102,6 +102,28 @@ class ShardLocks:
         self.events.locks_held(len(self.held))
         return ready
 
+    def confirm(self, keys: Iterable[str]) -> list[str]:
+        """Of the keys a read just returned entries for, those whose lock is still ours.
+
+        A read can take long: blocked in follow mode, or retried while Redis
+        was unreachable. Past `refresh_after` since the lock was last set, it
+        may have expired and been taken by the drainer meanwhile, so it is
+        refreshed now: the refresh succeeds only while the value is still this
+        worker's token, which no other process can have set, so the lock was
+        ours all along. A key that fails is dropped from this round (its
+        entries are read again once the lock is ours again).
+        """
+        confirmed: list[str] = []
+        for key in keys:
+            taken = self.held.get(key)
+            if taken is None:
+                continue
+            now = self.clock()
+            if now - taken < self.refresh_after or self._refresh_one(key, now):
+                confirmed.append(key)
+        self.events.locks_held(len(self.held))
+        return confirmed
+
     def _acquire(self, key: str, now: float) -> bool:
         name = lock_key(key)
         if self.client.call("set", name, self.token, nx=True, px=self.ttl_ms):

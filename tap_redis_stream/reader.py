@@ -193,6 +193,15 @@ class Reader:
         self.metrics.read(sum(len(entries) for _, entries in batch), time.monotonic() - started)
         return batch
 
+    def still_locked(self, batch: list[Any]) -> list[Any]:
+        """The part of a read batch whose keys' locks are still ours (see ShardLocks.confirm)."""
+        locks = self.locks
+        if locks is None or not batch:
+            return batch
+        keys = [key for key, _ in batch]
+        kept = set(self.redis("check the shard locks", lambda: locks.confirm(keys)))
+        return batch if len(kept) == len(keys) else [b for b in batch if b[0] in kept]
+
     def bounded(self, cursors: dict[str, EntryId]) -> None:
         """Read each key up to the last entry it had at start, then return."""
         ends = {key: self._last_id(key) for key in cursors}
@@ -208,9 +217,10 @@ class Reader:
                 )
                 break
             batch = self.read(ready)
-            returned = set()
-            for key, entries in batch:
-                returned.add(key)
+            # A key whose lock was lost during the read counts as returned:
+            # it stays active, to be read again once its lock is ours.
+            returned = {key for key, _ in batch}
+            for key, entries in self.still_locked(batch):
                 if self.take(key, entries, active, ends[key]):
                     active.pop(key, None)
             for key in ready.keys() - returned:
@@ -250,14 +260,18 @@ class Reader:
             if time.monotonic() - resolved_at >= RESOLVE_EVERY_SECONDS:
                 keys = self.redis("list the stream keys", self.owned_keys)
                 for key in keys:
-                    cursors.setdefault(key, self.start_cursor(key))
+                    if key not in cursors:
+                        # Created after the start (SCAN returns every key that
+                        # existed throughout): all its entries are new, also
+                        # for `start_from: latest`.
+                        cursors[key] = self.bookmarks.get(key, ZERO)
                 self.metrics.keys(cursors)
                 resolved_at = time.monotonic()
             ready = self.readable(cursors)
             if not ready:
                 time.sleep(min(self.s.heartbeat_seconds, 1.0))
             else:
-                for key, entries in self.read(ready, block_ms=block_ms):
+                for key, entries in self.still_locked(self.read(ready, block_ms=block_ms)):
                     self.take(key, entries, cursors)
             self.emit_state()  # after a batch, or as the idle heartbeat
             fault_point("between_reads")

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 import redis as redis_lib
 import zstandard
 
+from tap_redis_stream import reader as reader_module
+from tap_redis_stream.client import StreamClient
+from tap_redis_stream.entries.fields import FieldsDecoder
+from tap_redis_stream.locks import ShardLocks
+from tap_redis_stream.messages import MessageWriter
+from tap_redis_stream.metrics_server import TapMetrics
+from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
 from tests import kv_workload
 from tests.integration.tap_helpers import TAP_BIN, run_tap
 from tests.stop_signals import output_while_stopping
@@ -357,3 +368,123 @@ def test_stop_signals_while_writing_lose_no_line(tmp_path, redis_url, redis_clie
     records = [m["record"] for m in messages if m["type"] == "RECORD"]
     ids = {(r["_sdc_source_stream"], r["_sdc_source_entry_id"]) for r in records}
     assert len(records) == len(ids) == 20_000
+
+
+def _in_process_reader(
+    redis_url: str,
+    keys: list[str],
+    out: io.BytesIO,
+    *,
+    lock_ttl_ms: int | None = None,
+    state: Any = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    **settings: Any,
+) -> Reader:
+    """A Reader as `sync_all` builds it (fields format), writing to `out`."""
+    client = StreamClient(redis_url, mode="standalone")
+    client.connect()
+    metrics = TapMetrics()
+    defaults = ReaderSettings(
+        stream_keys=keys, read_count=100, start_from="earliest", on_parse_error="stop",
+        failed_stream="unused", record_limit=None, shard_index=0, shard_count=1,
+        follow=False, heartbeat_seconds=1.0, trim_acknowledged=False,
+    )  # fmt: skip
+    return Reader(
+        dataclasses.replace(defaults, **settings),
+        client,
+        FieldsDecoder("table", None),
+        MessageWriter([], out=out),
+        bookmarks=bookmarks_from_state(state),
+        stop_requested=stop_requested,
+        locks=None if lock_ttl_ms is None else ShardLocks(client, lock_ttl_ms, metrics),
+        metrics=metrics,
+    )
+
+
+def _records_and_last_state(out: io.BytesIO) -> tuple[list[tuple[str, str]], Any]:
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    records = [
+        (m["record"]["_sdc_source_stream"], str(m["record"]["id"]))
+        for m in messages
+        if m["type"] == "RECORD"
+    ]
+    return records, [m["value"] for m in messages if m["type"] == "STATE"][-1]
+
+
+def test_a_lock_lost_during_a_slow_read_drops_that_keys_entries(redis_url, redis_client, unique):
+    """The drainer takes a shard's lock while a read of it is slow (blocked in
+    follow mode, or retried while Redis was away, past the TTL): that read's
+    entries of the key are not emitted, and its bookmark stays before them."""
+    lost, kept = f"ll-{unique}{{shard-1}}", f"ll-{unique}{{shard-2}}"
+    for key in (lost, kept):
+        for n in range(3):
+            redis_client.xadd(key, {"table": "t", "id": str(n)})
+    out = io.BytesIO()
+    reader = _in_process_reader(redis_url, [lost, kept], out, lock_ttl_ms=3000)
+    real_read = reader.client.read
+    reads = []
+
+    def slow_read(cursors: Any, count: int, block_ms: int | None = None) -> Any:
+        batch = real_read(cursors, count, block_ms)
+        reads.append(sorted(k for k, _ in batch))
+        if len(reads) == 1:
+            time.sleep(1.1)  # past a third of the TTL: the lock is checked again
+            # The lost key's lock expired meanwhile and the drainer took it.
+            redis_client.set(f"{lost}_lock", "LOCKED", px=60_000)
+        return batch
+
+    reader.client.read = slow_read  # type: ignore[method-assign]
+    reader.run()
+    records, state = _records_and_last_state(out)
+    assert reads[0] == sorted([lost, kept])  # the read returned both keys' entries
+    assert records == [(kept, "0"), (kept, "1"), (kept, "2")]
+    assert lost not in state["stream_ids"]
+    assert redis_client.get(f"{lost}_lock") == b"LOCKED"  # the drainer's, untouched
+
+    redis_client.delete(f"{lost}_lock")  # the drainer finished its batch
+    again = io.BytesIO()
+    _in_process_reader(redis_url, [lost, kept], again, lock_ttl_ms=3000, state=state).run()
+    assert _records_and_last_state(again)[0] == [(lost, "0"), (lost, "1"), (lost, "2")]
+
+
+def test_follow_reads_a_key_created_after_the_start_from_its_first_entry(
+    redis_url, redis_client, unique, monkeypatch
+):
+    """`start_from: latest` skips what keys held at the start; a key created
+    later holds only new entries, all of which are read (also those written
+    before the tap noticed the key)."""
+    monkeypatch.setattr(reader_module, "RESOLVE_EVERY_SECONDS", 0.2)
+    old, new = f"fl-{unique}{{shard-1}}", f"fl-{unique}{{shard-2}}"
+    redis_client.xadd(old, {"table": "t", "id": "before"})
+    out = io.BytesIO()
+    deadline = time.monotonic() + 10
+
+    def stop() -> bool:
+        seen = out.getvalue()
+        return (b'"after"' in seen and b'"new-2"' in seen) or time.monotonic() > deadline
+
+    reader = _in_process_reader(
+        redis_url,
+        [f"fl-{unique}{{shard-*}}"],
+        out,
+        stop_requested=stop,
+        follow=True,
+        start_from="latest",
+        heartbeat_seconds=0.1,
+    )
+    real_read = reader.client.read
+    reads = 0
+
+    def read(cursors: Any, count: int, block_ms: int | None = None) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # the tap runs: a new key gets two entries before it is found
+            redis_client.xadd(new, {"table": "t", "id": "new-1"})
+            redis_client.xadd(new, {"table": "t", "id": "new-2"})
+            redis_client.xadd(old, {"table": "t", "id": "after"})
+        return real_read(cursors, count, block_ms)
+
+    reader.client.read = read  # type: ignore[method-assign]
+    reader.run()
+    records, _ = _records_and_last_state(out)
+    assert sorted(records) == sorted([(old, "after"), (new, "new-1"), (new, "new-2")])
