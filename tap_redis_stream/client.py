@@ -94,6 +94,35 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class DuplicateFields(dict[bytes, bytes]):
+    """An entry whose field names repeat (Redis takes `XADD k * a 1 a 2`).
+
+    As a dict it holds the last value of each name, like redis-py's own
+    reply; `pairs` keeps every field in order. The reader refuses such an
+    entry (a parse error: which value would be the column's?), and a dead
+    letter copies all of its fields.
+    """
+
+    pairs: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def from_flat(cls, flat: Sequence[bytes]) -> DuplicateFields:
+        fields = cls(zip(flat[::2], flat[1::2], strict=True))
+        fields.pairs = list(zip(flat[::2], flat[1::2], strict=True))
+        return fields
+
+    def repeated(self) -> list[str]:
+        """The names that occur more than once, as text."""
+        names = [name for name, _ in self.pairs]
+        return sorted({_text(n) for n in names if names.count(n) > 1})
+
+
+def _fields(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """An entry's flat [field, value, ...] list as a dict; see DuplicateFields."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return fields if 2 * len(fields) == len(flat) else DuplicateFields.from_flat(flat)
+
+
 def _xread_reply(response: Any, **options: Any) -> Batch:
     """XREAD's reply as the tap's batch, in one pass: its own client's callback.
 
@@ -107,10 +136,7 @@ def _xread_reply(response: Any, **options: Any) -> Batch:
     return [
         (
             _text(key),
-            [
-                (parse(i), {f[0]: f[1]} if len(f) == 2 else dict(zip(f[::2], f[1::2], strict=True)))
-                for i, f in entries
-            ],
+            [(parse(i), {f[0]: f[1]} if len(f) == 2 else _fields(f)) for i, f in entries],
         )
         for key, entries in (response.items() if isinstance(response, dict) else response)
     ]
@@ -235,6 +261,12 @@ class StreamClient:
         keys: set[str] = set()
         for name in names:
             if not is_pattern(name):
+                kind = _text(self.call("type", name))
+                if kind not in ("stream", "none"):  # none: not there yet, read once it is
+                    raise SystemExit(
+                        f"tap-redis-stream: stream_keys names {name!r}, which holds a {kind}, "
+                        "not a stream: remove it from stream_keys"
+                    )
                 keys.add(name)
                 continue
             found = self.call("scan_iter", match=name, count=SCAN_COUNT, _type="stream")
@@ -291,6 +323,8 @@ class StreamClient:
             raise self.translate(exc) from exc
         batch: Batch = []
         for reply in replies:
+            # redis-py's own reply on a cluster: fields as a dict already, so a
+            # repeated field name shows only its last value (see DuplicateFields).
             for key, entries in reply or []:
                 batch.append((_text(key), [(EntryId.parse(i), dict(f)) for i, f in entries]))
         return batch
@@ -348,6 +382,12 @@ class StreamClient:
             "source_entry_id": str(entry_id),
             "reason": reason,
         }
+        if isinstance(fields, DuplicateFields):
+            # Every field, repeated names included, which a dict cannot hold.
+            flat = [part for pair in payload.items() for part in pair]
+            flat += [part for name, value in fields.pairs for part in (b"field:" + name, value)]
+            self.call("execute_command", "XADD", failed_stream, "*", *flat)
+            return
         for name, value in fields.items():
             payload[b"field:" + name] = value
         self.call("xadd", failed_stream, payload)

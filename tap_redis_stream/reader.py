@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from tap_redis_stream.client import StreamClient, owns
-from tap_redis_stream.entries import ENTRY_FAILURES, EntryDecoder, as_parse_error
+from tap_redis_stream.client import DuplicateFields, StreamClient, owns
+from tap_redis_stream.entries import (
+    ENTRY_FAILURES,
+    EntryDecoder,
+    EntryParseError,
+    as_parse_error,
+)
 from tap_redis_stream.entry_id import ZERO, EntryId
 from tap_redis_stream.faults import fault_point
 from tap_redis_stream.lag import LagTracker
@@ -300,6 +305,11 @@ class Reader:
 
     def process(self, key: str, entry_id: EntryId, fields: dict[bytes, bytes]) -> None:
         try:
+            if type(fields) is DuplicateFields:
+                raise EntryParseError(
+                    f"field name(s) {', '.join(map(repr, fields.repeated()))} occur more "
+                    "than once: which value would be the column's?"
+                )
             operation = self.decoder.decode(key, fields)
             self.writer.record(operation, key, str(entry_id))
         except ENTRY_FAILURES as failure:

@@ -488,3 +488,60 @@ def test_follow_reads_a_key_created_after_the_start_from_its_first_entry(
     reader.run()
     records, _ = _records_and_last_state(out)
     assert sorted(records) == sorted([(old, "after"), (new, "new-1"), (new, "new-2")])
+
+
+@pytest.mark.parametrize("fmt", ["euler_kv", "fields"])
+def test_an_entry_with_a_repeated_field_name_is_refused_and_dead_lettered_whole(
+    tmp_path, redis_url, redis_client, unique, fmt
+):
+    """Redis takes `XADD k * command A command B`; as a dict the entry would keep
+    only B, and A's row would vanish without a word."""
+    key, failed = f"dup-{unique}", f"failed-{unique}"
+    good = {"command": orjson.dumps(SPEC_CREATE)} if fmt == "euler_kv" else {"table": "t", "a": "1"}
+    redis_client.xadd(key, good)
+    if fmt == "euler_kv":
+        flat = ["command", orjson.dumps(SPEC_CREATE), "command", b"second"]
+    else:
+        flat = ["table", "t", "a", "1", "a", "2"]
+    bad = redis_client.execute_command("XADD", key, "*", *flat).decode()
+    last = redis_client.xadd(key, good).decode()
+    extra = {} if fmt == "euler_kv" else {"entry_format": "fields", "table_field": "table"}
+    stopped = run_tap(tmp_path, config(redis_url, key, **extra))
+    assert stopped.returncode != 0
+    repeated = "'command'" if fmt == "euler_kv" else "'a'"
+    assert f"stream {key!r}, entry {bad}: field name(s) {repeated} occur more" in stopped.stderr
+    assert len(stopped.records) == 1
+
+    run = run_tap(
+        tmp_path,
+        config(redis_url, key, on_parse_error="dead_letter", failed_stream=failed, **extra),
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(run.records) == 2
+    assert run.states[-1] == {"stream_ids": {key: last}}
+    raw = redis_lib.Redis.from_url(redis_url)
+    raw.set_response_callback("XRANGE", lambda reply, **_: reply)  # fields as sent, repeats too
+    [(_, letter)] = raw.xrange(failed)
+    raw.close()
+    fields = [part.decode() if isinstance(part, bytes) else part for part in letter[6::2]]
+    values = letter[7::2]
+    assert letter[:6:2] == [b"source_stream", b"source_entry_id", b"reason"]
+    assert fields == [
+        f"field:{name.decode() if isinstance(name, bytes) else name}" for name in flat[::2]
+    ]
+    assert values == [v if isinstance(v, bytes) else v.encode() for v in flat[1::2]]
+
+
+def test_a_listed_key_that_is_not_a_stream_stops_the_tap_naming_it(
+    tmp_path, redis_url, redis_client, unique
+):
+    stream, other = f"w-{unique}", f"w-{unique}-hash"
+    redis_client.xadd(stream, {"command": orjson.dumps(SPEC_CREATE)})
+    redis_client.hset(other, "a", "1")
+    run = run_tap(tmp_path, config(redis_url, stream, other))
+    assert run.returncode != 0
+    assert f"stream_keys names {other!r}, which holds a hash, not a stream" in run.stderr
+    assert "Traceback" not in run.stderr
+    missing = run_tap(tmp_path, config(redis_url, stream, f"w-{unique}-not-yet"))
+    assert missing.returncode == 0, missing.stderr[-2000:]  # absent: nothing to read yet
+    assert len(missing.records) == 1
