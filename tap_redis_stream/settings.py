@@ -70,7 +70,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         default="earliest",
         allowed_values=["earliest", "latest"],
-        description="Where a key without a bookmark starts: its first entry, or after its last.",
+        description=(
+            "Where a key without a bookmark starts: its first entry, or after its last "
+            "(`latest`). A key created while a follow run goes on starts at its first entry."
+        ),
     ),
     th.Property(
         "on_parse_error",
