@@ -14,7 +14,7 @@ from typing import IO, Any, Protocol
 import msgspec
 
 from tap_redis_stream import control
-from tap_redis_stream.entries import Operation
+from tap_redis_stream.entries import EntryParseError, Operation
 
 _CONTROL_SCHEMA: dict[str, Any] = {
     control.OPERATION: {"type": "string", "enum": ["insert", "update", "delete"]},
@@ -62,21 +62,38 @@ def widen(current: str | None, seen: str) -> str | None:
 class TableSchema:
     """Columns seen for one table and their inferred types."""
 
-    def __init__(self, name: str, key_properties: list[str]) -> None:
+    def __init__(
+        self, name: str, key_properties: list[str], *, reserved: frozenset[str] = frozenset()
+    ) -> None:
+        """`reserved`: names no column may have (observe refuses a row with one)."""
         self.name = name
         self.configured_keys = key_properties
+        self.reserved = reserved
         self.types: dict[str, str | None] = {}
         self.unset: set[str] = set()  # columns seen only with null so far
         self._shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
 
     def observe(self, row: Mapping[str, Any]) -> bool:
-        """Take in a row's columns; True when the schema changed."""
+        """Take in a row's columns; True when the schema changed.
+
+        Raises EntryParseError, taking nothing in, for a row with a reserved
+        column name.
+        """
         # A row with the columns and value types of a row seen before cannot
         # change the schema (types only widen): one set lookup per row
-        # instead of a type check per value.
+        # instead of a type check per value. A shape seen before was also
+        # checked for reserved names.
         shape = (tuple(row), tuple(map(type, row.values())))
         if shape in self._shapes:
             return False
+        if not self.reserved.isdisjoint(shape[0]):
+            taken = sorted(self.reserved.intersection(shape[0]))
+            names = ", ".join(map(repr, taken))
+            which = f"column {names} has" if len(taken) == 1 else f"columns {names} have"
+            raise EntryParseError(
+                f"table {self.name!r}: {which} the name of a control property the tap "
+                "adds to every record; rename it (euler_kv: with a `mappings` entry)"
+            )
         changed = False
         for column, value in row.items():
             kind = json_type(value)
@@ -144,9 +161,12 @@ class MessageWriter:
         table = self.tables.get(operation.table)
         new = table is None
         if table is None:
-            table = self.tables[operation.table] = TableSchema(operation.table, self._keys)
+            table = TableSchema(operation.table, self._keys, reserved=control.CONTROL_PROPERTIES)
         # A table's first entry may be a delete (no columns): it needs a SCHEMA too.
+        # observe refuses a row with a control property's name; a new table
+        # is kept only once it has a row, so that its SCHEMA is written.
         if table.observe(operation.row) or new:
+            self.tables[operation.table] = table
             self._write(
                 {
                     "type": "SCHEMA",

@@ -18,11 +18,15 @@ class EntryParseError(ValueError):
 # besides a parse error, nesting deeper than Python's recursion allows (a
 # where clause, `updatedModel`, a JSON row: several hundred levels), or text
 # that is not valid UTF-8 (a lone surrogate such as Haskell's `\55296`).
+# ArithmeticError (decimal.InvalidOperation, OverflowError) is a safety net:
+# the decoders turn the numbers they know of into values or parse errors, and
+# one they missed should cost one entry, not stop the tap with a traceback.
 ENTRY_FAILURES: tuple[type[Exception], ...] = (
     EntryParseError,
     RecursionError,
     UnicodeEncodeError,
     msgspec.EncodeError,
+    ArithmeticError,
 )
 
 
@@ -33,6 +37,11 @@ def as_parse_error(exc: Exception) -> EntryParseError:
     if isinstance(exc, RecursionError) or "Recursion limit" in str(exc):
         return EntryParseError(
             "nested too deeply to be written as a Singer message (several hundred levels of JSON)"
+        )
+    if isinstance(exc, ArithmeticError):
+        # decimal's messages name only the signal ("[<class 'decimal.Overflow'>]").
+        return EntryParseError(
+            f"a number cannot be decoded or written ({type(exc).__name__}: {exc})"
         )
     return EntryParseError(f"cannot be written as a Singer message: {exc}")
 

@@ -6,6 +6,13 @@ text. `json`: one field (`json_field`) holds a JSON object, either the row
 itself or an envelope `{"table": ..., "op": "insert|update|delete", "row":
 {...}, "where": {...}, "force_drain": bool}`.
 
+An object with a key `op` or `row` is an envelope (so a row with a column of
+either name must be sent inside one). `op` is absent (insert) or one of the
+three strings; an insert or update needs `row`, a non-empty object (the
+columns to write or set), an update or delete a `where` object; a delete's
+`row` may be absent. Anything else is a parse failure, never a write of fewer
+columns than were sent.
+
 The table comes from a field (`table_field`, removed from the row) or from a
 template over the stream key (`table_template`, `{stream}` = the key without
 its `{...}` hash tag).
@@ -20,9 +27,12 @@ from typing import Any
 import orjson
 
 from tap_redis_stream.entries import EntryParseError, Operation
+from tap_redis_stream.entries.haskell_show import json_type_name
 
 _HASH_TAG = re.compile(r"\{[^}]*\}")
-_OPERATIONS = {"insert", "update", "delete"}
+# A tuple, not a set: `in` compares, so an array or object `op` is merely
+# not found (a set would raise TypeError: unhashable).
+_OPERATIONS = ("insert", "update", "delete")
 
 
 def stream_base(stream_key: str) -> str:
@@ -112,10 +122,22 @@ class JsonDecoder(_TableNaming):
     ) -> Operation:
         op = body.get("op", "insert")
         if op not in _OPERATIONS:
+            if not isinstance(op, str):
+                raise EntryParseError(
+                    f"envelope 'op' is {json_type_name(op)}, "
+                    "expected 'insert', 'update' or 'delete'"
+                )
             raise EntryParseError(f"unknown op {op!r}")
         row = body.get("row", {})
         if not isinstance(row, dict):
-            raise EntryParseError("envelope 'row' is not an object")
+            raise EntryParseError(f"envelope 'row' is {json_type_name(row)}, expected an object")
+        if not row and op != "delete":
+            what = "an empty 'row'" if "row" in body else "no 'row'"
+            raise EntryParseError(
+                f"{op} envelope has {what}: it needs a non-empty object 'row' "
+                "(an object with a key 'op' or 'row' is an envelope; send a row with "
+                "a column of that name inside one)"
+            )
         table = body.get("table") or self.table(stream_key, fields)
         if not isinstance(table, str):
             raise EntryParseError("envelope 'table' is not a string")

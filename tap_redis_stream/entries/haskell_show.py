@@ -10,6 +10,8 @@ from the old drainer's SQL literal for the same value:
   literal.
 - `"850"`, `"-7"` -> `int`: the drainer's bare integer literal.
 - `"850.0"`, `"1.0e-2"`, `"-3.5"` -> `decimal.Decimal`: exact, see below.
+- a number whose exponent `Decimal` cannot hold (beyond about +-10**18, e.g.
+  `"1e9999999999999999999"`) -> `str`, unchanged, see below.
 - anything else (`"True"`, `"2024-06-01"`, `"2024-06-01 10:15:30.5 UTC"`,
   `"Infinity"`, `"NaN"`, `""`) -> `str`, unchanged: PostgreSQL casts the text
   as it cast the drainer's quoted literal.
@@ -29,6 +31,16 @@ match PostgreSQL's scale. Only in a *text* column can a tiny number differ:
 `Decimal("1.0E-8")` renders as `1.0E-8` where PostgreSQL's numeric text is
 `0.000000010`. `Infinity`, `-Infinity` and `NaN` stay text: they are not JSON
 numbers, and both float8 and numeric accept them as text.
+
+A number with an exponent beyond `Decimal`'s range (its magnitude past about
+10**18) also stays text, unchanged, rather than failing the entry:
+PostgreSQL parsed the drainer's literal with numeric's reader, which refuses
+any exponent that large ("value overflows numeric format"), so the drainer's
+statement failed and stored nothing. The same text bound for a numeric,
+integer or double precision column (where a Haskell number goes) is refused
+just so, and the record dead-letters in the target as the drainer's write
+failed; the rest of the stream goes on, as it did for the drainer. Only a
+text column would store it, and a Haskell number is not sent for one.
 
 `True`/`False` stay the strings `"True"`/`"False"`: a boolean column accepts
 them, a text column stores them as written, as with the drainer's `'True'`.
@@ -176,7 +188,10 @@ def _parse_number_or_text(text: str) -> Scalar:
             return decimal.Decimal(text)  # a fraction without exponent: exact as written
     if _EXPONENT_NUMBER.fullmatch(text) is None:
         return text  # a time, or other text: PostgreSQL casts it
-    number = decimal.Decimal(text)
+    try:
+        number = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        return text  # an exponent beyond Decimal's range: see the module docstring
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and 0 < exponent <= _MAX_EXPANDED_EXPONENT:
         # PostgreSQL reads 1.5e7 with scale 0, i.e. 15000000, not 1.5E+7.

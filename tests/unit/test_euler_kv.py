@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import decimal
+import tracemalloc
 from typing import Any, cast
 
 import orjson
@@ -865,7 +866,8 @@ def test_decompressed_size_limit(content_size: bool) -> None:
     if content_size:
         assert f"zstd frame declares {len(SPEC_CREATE)} bytes" in message
     else:
-        assert f"zstd frame decompresses to {len(SPEC_CREATE)} bytes" in message
+        # Decompression stops past the limit: the full size is never known.
+        assert "zstd frame decompresses to more than max_decompressed_bytes" in message
     assert f"max_decompressed_bytes={len(SPEC_CREATE) - 1}" in message
 
 
@@ -884,3 +886,113 @@ def test_updated_model_must_be_an_object():
     envelope["updatedModel"] = [1]
     with pytest.raises(EntryParseError, match="updatedModel"):
         EulerKvDecoder().decode_command(orjson.dumps(envelope))
+
+
+def _unsized_bomb(megabytes: int) -> bytes:
+    """A frame of `megabytes` MB of spaces that declares no content size (a few KB)."""
+    compressor = zstandard.ZstdCompressor(level=1, write_content_size=False).compressobj()
+    chunk = b" " * (1 << 20)
+    return b"".join(compressor.compress(chunk) for _ in range(megabytes)) + compressor.flush()
+
+
+def test_a_frame_without_a_size_is_not_decompressed_past_the_limit() -> None:
+    # Before the bound, the whole 128 MB came out before the size was checked.
+    frame = _unsized_bomb(128)
+    assert zstandard.frame_content_size(frame) == -1
+    assert len(frame) > 1024  # fed in pieces
+    decoder = EulerKvDecoder(max_decompressed_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        message = parse_error(frame, decoder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20  # the limit, plus at most about 32 MB from one piece
+    assert message == "zstd frame decompresses to more than max_decompressed_bytes=1048576 bytes"
+
+
+def test_a_frame_that_lies_about_its_size_stops_at_the_declared_size() -> None:
+    # zstd refuses to write past a declared size: one call stays bounded by it.
+    frame = _unsized_bomb(64)
+    descriptor = frame[4]
+    assert descriptor == 0  # no content size, no checksum, no dictionary, window descriptor
+    lying = frame[:4] + bytes([0x80]) + frame[5:6] + (1000).to_bytes(4, "little") + frame[6:]
+    assert zstandard.frame_content_size(lying) == 1000
+    tracemalloc.start()
+    try:
+        assert "does not decompress" in parse_error(lying)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def _unsized(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+
+
+# An envelope whose frame is larger than one piece fed to a frame without a size.
+BIG_CREATE = create({f"field{i}": f'"{i * 7919 % 10007:x}-{i}"' for i in range(400)})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(_unsized(SPEC_CREATE)[:-4], "truncated", id="small-truncated"),
+        pytest.param(_unsized(SPEC_CREATE) + b"junk", "4 bytes after its frame", id="small-trail"),
+        pytest.param(_unsized(BIG_CREATE)[:-4], "truncated", id="big-truncated"),
+        pytest.param(_unsized(BIG_CREATE)[:1500], "truncated", id="big-cut"),
+        pytest.param(_unsized(BIG_CREATE) + b"junk", "4 bytes after its frame", id="big-trail"),
+        pytest.param(
+            _unsized(BIG_CREATE) + b"j" * 3000, "3000 bytes after its frame", id="big-long-trail"
+        ),
+        pytest.param(
+            _unsized(BIG_CREATE) + _unsized(BIG_CREATE),
+            f"{len(_unsized(BIG_CREATE))} bytes after its frame",
+            id="big-two-frames",
+        ),
+    ],
+)
+def test_frames_without_a_size_keep_their_errors(raw: bytes, message: str) -> None:
+    assert len(_unsized(BIG_CREATE)) > 2 * 1024  # several pieces
+    assert message in parse_error(raw)
+
+
+def test_frames_without_a_size_decode_whole() -> None:
+    assert decode(_unsized(BIG_CREATE)) == decode(BIG_CREATE)
+    exact = EulerKvDecoder(max_decompressed_bytes=len(BIG_CREATE))
+    assert decode(_unsized(BIG_CREATE), exact) == decode(BIG_CREATE)
+    small = EulerKvDecoder(max_decompressed_bytes=len(BIG_CREATE) - 1)
+    assert "decompresses to more than" in parse_error(_unsized(BIG_CREATE), small)
+
+
+# --- UTF-8 in the parts the fast path skips -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(b'"modelObject":{"bookingId"', b'"modelObject":{"b\xffookingId"', id="key"),
+        pytest.param(b'"source":"ByUser"}', b'"source":"By\xfeUser"}', id="model-value"),
+        pytest.param(b'"source":"ByUser"}', b'"source":"\xc0\xaf"}', id="overlong"),
+        pytest.param(b'"source":"ByUser"}', b'"source":"\xed\xa0\x80"}', id="surrogate"),
+        pytest.param(b'"dbName":"postgres"', b'"dbName":"post\xffgres"', id="dbName"),
+        pytest.param(b'"tag":"bookingCancellation', b'"tag":"\xffbookingCancellation', id="tag"),
+        pytest.param(b'"distanceUnit"', b'"distance\x80Unit"', id="field-name"),
+    ],
+)
+def test_invalid_utf8_anywhere_is_refused_by_both_paths(old: bytes, new: bytes) -> None:
+    assert SPEC_CREATE.count(old) == 1
+    raw = SPEC_CREATE.replace(old, new)
+    message = parse_error(raw)
+    assert message.startswith("command is not valid JSON")
+    assert "UTF-8" in message
+    assert _outcome(EulerKvDecoder()._decode_general, raw) == f"error: {message}"
+    assert parse_error(zstandard.ZstdCompressor().compress(raw)) == message
+
+
+def test_valid_utf8_outside_ascii_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = SPEC_CREATE.replace(b'"source":"ByUser"}', '"source":"Bÿ Üser ✓ 🚗"}'.encode())
+    decoder = EulerKvDecoder()
+    monkeypatch.setattr(decoder, "_decode_general", None)  # not called
+    assert decode(raw, decoder) == SPEC_CREATE_OP

@@ -321,3 +321,25 @@ def test_round_trip_random_text() -> None:
     for _ in range(500):
         text = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(12)))
         assert parse_value(ghc_show_string(text)) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e9999999999999999999",
+        "1.0e-99999999999999999999",
+        "-1e9999999999999999999",
+        "1E+1000000000000000000",
+        "2.5e-10000000000000000000",
+    ],
+)
+def test_exponents_beyond_decimal_stay_text(text: str) -> None:
+    # PostgreSQL refused the drainer's literal ("value overflows numeric
+    # format"); a numeric, integer or float column refuses the text alike.
+    assert parse_value(text) == text
+    assert decode_json_value([text, "1"]) == [text, 1]
+
+
+def test_the_largest_exponents_decimal_holds_stay_decimals() -> None:
+    assert parse_value("1e999999999999999999") == decimal.Decimal("1E+999999999999999999")
+    assert parse_value("1e-999999999999999999") == decimal.Decimal("1E-999999999999999999")
