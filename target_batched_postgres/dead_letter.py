@@ -9,6 +9,7 @@ from typing import Any
 
 from target_batched_postgres import control
 from target_batched_postgres.nul_bytes import NUL, describe_nul, replace_nul
+from target_batched_postgres.surrogates import describe_surrogate, escape_surrogates, visible
 from target_batched_postgres.values import to_json_bytes
 
 VISIBLE_NUL = "\\u0000"
@@ -26,8 +27,8 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        """PostgreSQL's error, naming the column when a NUL byte caused it."""
-        return describe_nul(self.record, self.error, self.sqlstate)
+        """PostgreSQL's error, naming the column when a NUL byte or a lone surrogate caused it."""
+        return describe_surrogate(self.record, describe_nul(self.record, self.error, self.sqlstate))
 
     def params(self) -> tuple[Any, ...]:
         """Parameters of `sql.build_insert_dead_letter`, in its column order."""
@@ -42,8 +43,14 @@ class DeadLetter:
 
 
 def _storable(text: str) -> str:
-    """Text PostgreSQL can store: a NUL byte kept as the visible `\\u0000`."""
-    return text.replace(NUL, VISIBLE_NUL)
+    """Text PostgreSQL can store: a NUL byte kept as the visible `\\u0000`, a lone
+    surrogate as the visible `\\udXXX`."""
+    text = text.replace(NUL, VISIBLE_NUL)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return visible(text)
+    return text
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -63,11 +70,20 @@ def dead_letter_payload(record: Mapping[str, Any]) -> str:
 
     jsonb cannot hold U+0000: each NUL byte is kept as the visible text
     `\\u0000` (a backslash and five characters), so the payload still shows
-    where it was. A record JSON cannot hold (nested deeper than 254 levels) is
-    kept as a shortened Python text of it.
+    where it was; jsonb cannot hold a lone surrogate either (not even as the
+    escape `\\ud800`): each is kept as that visible text. A record JSON cannot
+    hold (nested deeper than 254 levels) is kept as a shortened Python text of it.
     """
     record = replace_nul(dict(record), VISIBLE_NUL)
     try:
-        return to_json_bytes(record).decode()
+        return _json_text(record)
     except TypeError as exc:  # orjson: nested too deeply
-        return to_json_bytes({"unencodable_record": _SHORT.repr(record), "why": str(exc)}).decode()
+        short = visible(_SHORT.repr(record))
+        return to_json_bytes({"unencodable_record": short, "why": str(exc)}).decode()
+
+
+def _json_text(record: Mapping[str, Any]) -> str:
+    try:
+        return to_json_bytes(record).decode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return to_json_bytes(escape_surrogates(record)).decode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +21,7 @@ from target_batched_postgres.postgres_writer import (
     TableSpec,
     WriteResult,
 )
+from target_batched_postgres.surrogates import to_json_bytes_exact
 from target_batched_postgres.values import to_json_bytes
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,26 @@ def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMe
     Inserts publish the record's columns; an update publishes the full updated
     row (`_sdc_model`) when the source sent one, else the columns it sets; a
     delete event publishes `{"where": <clause>}`. The `operation` header says
-    which.
+    which. A record holding a lone surrogate (see surrogates.py) is published
+    as the tap sent it: the value's JSON spells it `\\ud800`, a key or header
+    as that visible text.
     """
+    try:
+        return _build_kafka_message(route, record, to_json_bytes, str.encode)
+    except UnicodeEncodeError:
+        return _build_kafka_message(route, record, to_json_bytes_exact, _visible_bytes)
+
+
+def _visible_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _build_kafka_message(
+    route: TableRoute,
+    record: Mapping[str, Any],
+    to_json: Callable[[Any], bytes],
+    to_bytes: Callable[[str], bytes],
+) -> KafkaMessage:
     operation = str(record.get(control.OPERATION) or "insert")
     model = record.get(control.MODEL)
     if operation == "delete":
@@ -63,21 +82,21 @@ def build_kafka_message(route: TableRoute, record: Mapping[str, Any]) -> KafkaMe
     entry = record.get(control.SOURCE_ENTRY_ID)
     key: bytes | None
     if source is not None:
-        key = str(source).encode()
+        key = to_bytes(str(source))
     elif route.spec.key_properties:
         values = [record.get(k) for k in route.spec.key_properties]
-        key = str(values[0]).encode() if len(values) == 1 else to_json_bytes(values)
+        key = to_bytes(str(values[0])) if len(values) == 1 else to_json(values)
     else:
         key = None
     headers: list[tuple[str, str | bytes | None]] = [
         ("table", route.spec.name.encode()),
-        ("operation", operation.encode()),
+        ("operation", to_bytes(operation)),
     ]
     if source is not None:
-        headers.append(("source_stream", str(source).encode()))
+        headers.append(("source_stream", to_bytes(str(source))))
     if entry is not None:
-        headers.append(("source_entry_id", str(entry).encode()))
-    return KafkaMessage(route.topic, key, to_json_bytes(row), headers)
+        headers.append(("source_entry_id", to_bytes(str(entry))))
+    return KafkaMessage(route.topic, key, to_json(row), headers)
 
 
 def build_kafka_messages(
@@ -87,8 +106,18 @@ def build_kafka_messages(
 
     Inserts, the common case, take the loop below; any other record is built
     by `build_kafka_message` itself. The messages are the same either way
-    (tested side by side).
+    (tested side by side); so are the messages of a batch holding a lone
+    surrogate, which `build_kafka_message` builds one by one.
     """
+    try:
+        return _build_insert_messages(route, records)
+    except UnicodeEncodeError:
+        return [build_kafka_message(route, record) for record in records]
+
+
+def _build_insert_messages(
+    route: TableRoute, records: Sequence[Mapping[str, Any]]
+) -> list[KafkaMessage]:
     topic = route.topic
     table = route.spec.name.encode()
     pk = route.spec.key_properties

@@ -15,20 +15,25 @@ MAX_TOPIC_CHARS = 249
 def fit_identifier(name: str) -> str:
     """Return `name` if it fits in 63 bytes, else a truncated name with a hash suffix.
 
-    A name holding NUL bytes gets them removed and the hash suffix too.
+    A name holding NUL bytes or lone surrogates (not UTF-8) gets them removed
+    and the hash suffix too.
 
     PostgreSQL silently truncates longer identifiers, so two long names sharing
     their first 63 bytes would collide; the hash of the full name keeps them apart.
     """
-    encoded = name.encode("utf-8")
-    if len(encoded) <= MAX_IDENTIFIER_BYTES and "\x00" not in name:
-        return name
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no identifier can hold it
+        encoded = name.encode("utf-8", "surrogatepass")
+    else:
+        if len(encoded) <= MAX_IDENTIFIER_BYTES and "\x00" not in name:
+            return name
     # Too long, or holding NUL bytes (which no identifier can hold: libpq
     # would cut the name at the first one): the rest plus a hash of the whole.
     digest = hashlib.sha1(encoded, usedforsecurity=False).hexdigest()[:_HASH_CHARS]
     keep = MAX_IDENTIFIER_BYTES - _HASH_CHARS - 1
-    prefix = name.replace("\x00", "").encode("utf-8")[:keep].decode("utf-8", errors="ignore")
-    return f"{prefix}_{digest}"
+    kept = name.replace("\x00", "").encode("utf-8", "ignore")[:keep]
+    return f"{kept.decode('utf-8', errors='ignore')}_{digest}"
 
 
 def table_name_for_stream(stream_name: str) -> str:

@@ -45,6 +45,7 @@ release it) without changing what is written or in which order:
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections import deque
@@ -90,6 +91,8 @@ class Mergeable:
     send: Callable[[list[Any]], Sent | None] | None = None
     lane: Any = None
 
+
+logger = logging.getLogger(__name__)
 
 _Item = tuple[int, Collect | None, Step, Mergeable | None] | None  # None: stop
 _NOTHING = object()
@@ -192,7 +195,7 @@ class WritePipeline:
             if messages:
                 self._publish_many(messages)
         except BaseException as exc:  # raised again on the main thread
-            self._error = exc
+            self._fail(exc)
             return
         for number, _, write, mergeable in group:
             self._write.put((number, None, write, mergeable))
@@ -230,7 +233,7 @@ class WritePipeline:
                     if self._error is None:
                         self._run_group(group)
             except BaseException as exc:  # raised again on the main thread
-                self._error = exc
+                self._fail(exc)
             for _ in group:
                 self._write.task_done()
 
@@ -254,8 +257,7 @@ class WritePipeline:
             sent.finish()
             self._done(group)
         except BaseException as exc:  # raised again on the main thread
-            if self._error is None:
-                self._error = exc
+            self._fail(exc)
         finally:
             for _ in group:
                 self._write.task_done()
@@ -305,7 +307,23 @@ class WritePipeline:
                 first.write([item[3].part for item in group])
             self._done(group)
         except BaseException as exc:  # raised again on the main thread
-            self._error = exc
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Keep the first error (the main thread raises it) and say so now.
+
+        The main thread raises it at its next submit, wait or STATE; while no
+        input arrives at all, this line is the only sign the run has stopped.
+        """
+        if self._error is not None:
+            return
+        self._error = exc
+        logger.error(
+            "Writer thread %s stopped the run: %s: %s",
+            threading.current_thread().name,
+            type(exc).__name__,
+            exc,
+        )
 
     def submit(
         self,

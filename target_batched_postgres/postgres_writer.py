@@ -47,6 +47,7 @@ from target_batched_postgres.sql import (
     build_insert_dead_letter,
     build_populate_insert,
 )
+from target_batched_postgres.surrogates import not_utf8
 from target_batched_postgres.values import ENCODERS, to_json_bytes
 from target_batched_postgres.where import WhereBuilder, build_delete, build_update
 
@@ -183,6 +184,8 @@ class PostgresWriter:
             cursor = conn.execute(statement, params if params is not None else ())
         except psycopg.Error as exc:
             raise translate(exc) from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate in a parameter: see surrogates.py
+            raise not_utf8(exc) from exc
         self._metrics.increment(DrainerMetric.SQL_STATEMENTS)
         return cursor.rowcount
 
@@ -386,7 +389,10 @@ class PostgresWriter:
         plan = self._signature_plans.get((table, tuple(keys)))
         if plan is None or not plan.populate:
             return None
-        param = plan.encode.populate(records)
+        try:
+            param = plan.encode.populate(records)
+        except UnicodeEncodeError:  # a lone surrogate: the write refuses the record
+            return None
         return None if param is None else Encoded(plan, param)
 
     def _write_once(
@@ -489,9 +495,12 @@ class PostgresWriter:
         if one_signature:
             ahead = _joined(encoded) if len(parts) > 1 else encoded[0]
         records = [r for _, batch in parts for r in batch] if len(parts) > 1 else parts[0][1]
-        populate, param = plan.parameter(
-            records, ahead.param if ahead is not None and ahead.plan is plan else None
-        )
+        try:
+            populate, param = plan.parameter(
+                records, ahead.param if ahead is not None and ahead.plan is plan else None
+            )
+        except UnicodeEncodeError:  # a lone surrogate: `write` refuses the record
+            return None
         if not isinstance(param, str):
             return None  # no columns: the parameter is a row count
         sent = InFlight(spec, keys, records, Encoded(plan, param) if populate else None)
@@ -670,7 +679,10 @@ class PostgresWriter:
         columns = {key: column_name(key) for key in keys}
         types = self._ensure_columns(spec, columns, [record])
         try:
-            statement, params = self._change_statement(spec, record, keys, types)
+            try:
+                statement, params = self._change_statement(spec, record, keys, types)
+            except UnicodeEncodeError as exc:  # a lone surrogate: see surrogates.py
+                raise not_utf8(exc) from exc
             rows = self._execute(statement, params)  # one statement: atomic in autocommit
         except RecordRejected as exc:
             letter = DeadLetter(spec.name, record, str(exc), exc.sqlstate)
@@ -748,7 +760,10 @@ class PostgresWriter:
     ) -> None:
         """`param`: the rows' populate-form parameter, when encoded ahead."""
         plain = plain or self._on_conflict is OnConflict.ERROR
-        populate, parameter = plan.parameter(rows, param)
+        try:
+            populate, parameter = plan.parameter(rows, param)
+        except UnicodeEncodeError as exc:  # a lone surrogate: see surrogates.py
+            raise not_utf8(exc) from exc
         self._execute(plan.statements[(populate, plain)], [parameter])
         self._metrics.increment(DrainerMetric.INSERT_STATEMENTS)
 

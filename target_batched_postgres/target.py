@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
+import logging
 import sys
 import threading
 import time
@@ -35,6 +35,8 @@ from target_batched_postgres.settings import CONFIG_SCHEMA, apply_env_switches
 from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sink import BatchedPostgresSink
 from target_batched_postgres.sql import OnConflict
+from target_batched_postgres.surrogates import to_json_bytes_exact
+from target_batched_postgres.values import to_json_bytes
 
 # How often (in records) the age of open buckets is checked on the hot path.
 AGE_CHECK_EVERY_RECORDS = 256
@@ -78,6 +80,9 @@ class TargetBatchedPostgres(Target):
         # Sinks come and go with SCHEMA changes; routes (and their open
         # buckets) live here so a new SCHEMA never forces a flush.
         self.routes: dict[str, TableRoute] = {}
+        # Streams whose names map to one table ("Orders", "orders") share it:
+        # a change (update or delete) waits for the open buckets of all of them.
+        self._routes_by_table: dict[str, list[TableRoute]] = {}
         self.drainer_metrics = Metrics()
         self.checkpoints = Checkpointer()
         self._records_seen = 0
@@ -280,6 +285,7 @@ class TargetBatchedPostgres(Target):
                 to_postgres=not ({table, stream} & kafka_only),
             )
             self.routes[stream] = route
+            self._routes_by_table.setdefault(table, []).append(route)
         else:
             route.spec.properties.update(properties)
             route.spec.key_properties = list(key_properties)
@@ -298,9 +304,10 @@ class TargetBatchedPostgres(Target):
                     f"stream {route.stream!r}, {describe_source(record)}: unknown "
                     f"{control.OPERATION}={operation!r}; refusing it rather than dropping it"
                 )
-            # Stream order per table: every earlier insert of the table first
-            # (the writer runs flushes in the order they are submitted).
-            self.flush_route(route)
+            # Stream order per table: every earlier insert of the table first,
+            # from whichever stream (the writer runs flushes in the order they
+            # are submitted).
+            self.flush_table(route)
             flusher, target = self.flusher, route.snapshot()
             publish_deletes = bool(self._setting("kafka_publish_deletes"))
             self.pipeline.submit(
@@ -407,6 +414,18 @@ class TargetBatchedPostgres(Target):
             self._flush_bucket(route, bucket)
         self._after_flush()
 
+    def flush_table(self, route: TableRoute) -> None:
+        """Flush every open bucket of the route's table, of any stream, oldest first."""
+        routes = self._routes_by_table.get(route.spec.name) or [route]
+        if len(routes) == 1:
+            taken = [(route, bucket) for bucket in route.batcher.take_all()]
+        else:
+            taken = [(r, bucket) for r in routes for bucket in r.batcher.take_all()]
+            taken.sort(key=lambda pair: pair[1].oldest_seq)
+        for owner, bucket in taken:
+            self._flush_bucket(owner, bucket)
+        self._after_flush()
+
     def flush_aged(self) -> None:
         self._last_age_check = time.monotonic()
         flushed = False
@@ -441,6 +460,9 @@ class TargetBatchedPostgres(Target):
                 self._print_state(copy.deepcopy(state))
 
     def _process_state_message(self, message_dict: dict) -> None:
+        # A writer thread's error stops the run here too: an idle follow-mode
+        # tap sends only STATEs (heartbeats), and no record would raise it.
+        self.pipeline.raise_error()
         super()._process_state_message(message_dict)
         with self._state_lock:
             self.checkpoints.add(self._records_seen, message_dict["value"])
@@ -462,17 +484,26 @@ class TargetBatchedPostgres(Target):
         leaves: a stop signal (Ctrl-Z, a debugger or py-spy attaching) cutting
         a write to a full pipe cut a STATE line longer than 8 KiB. The tap's
         `messages.write_all` is the same loop; the plugins share no module.
+
+        The reader decodes numbers with a fraction as Decimal: they go out as
+        the same JSON numbers, digit for digit (the standard library's
+        `json.dumps` refuses a Decimal). A string holding a lone surrogate
+        goes out as the JSON escape it came in as (see surrogates.py).
         """
-        text = json.dumps(state)
-        self.logger.debug("Emitting completed target state %s", text)
+        try:
+            data = to_json_bytes(state) + b"\n"
+        except UnicodeEncodeError:
+            data = to_json_bytes_exact(state) + b"\n"
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("Emitting completed target state %s", data[:-1].decode())
         out = sys.stdout
         binary = getattr(out, "buffer", None)
         if binary is None:  # a text-only stdout (io.StringIO in test runners)
-            out.write(text + "\n")
+            out.write(data.decode())
             out.flush()
             return
         out.flush()
-        view = memoryview((text + "\n").encode())
+        view = memoryview(data)
         while view:  # a short write says how much it took: write the rest
             written = binary.write(view)
             if not written:

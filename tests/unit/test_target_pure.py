@@ -11,6 +11,7 @@ import pytest
 
 from target_batched_postgres.batcher import TableBatcher
 from target_batched_postgres.checkpoint import Checkpointer
+from target_batched_postgres.dead_letter import DeadLetter
 from target_batched_postgres.errors import ConfigError, FatalError, TransientError
 from target_batched_postgres.flush import TableRoute, build_kafka_message, build_kafka_messages
 from target_batched_postgres.identifiers import fit_identifier, table_name_for_stream, topic_name
@@ -34,6 +35,7 @@ from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.settings import apply_env_switches
 from target_batched_postgres.signature import ColumnSignature, data_columns
 from target_batched_postgres.sql import OnConflict, build_create_table, build_insert
+from target_batched_postgres.surrogates import NOT_UTF8, to_json_bytes_exact
 from target_batched_postgres.values import ENCODERS
 
 
@@ -269,3 +271,52 @@ def test_batch_kafka_messages_are_the_per_record_ones():
         assert build_kafka_messages(route, records) == [
             build_kafka_message(route, r) for r in records
         ]
+
+
+def test_kafka_messages_of_a_lone_surrogate_spell_it_as_the_tap_did():
+    """UTF-8 cannot hold a lone surrogate: the value's JSON keeps the escape `\\ud800`
+    (decoding it gives the record back), keys and headers the visible text."""
+    good = {"id": 1, "s": "ok", "_sdc_source_stream": "kv", "_sdc_source_entry_id": "1-1"}
+    bad = {
+        "id": 2,
+        "s": "a\ud800",
+        "n": decimal.Decimal("1.50"),
+        "_sdc_source_stream": "kv\udcff",
+        "_sdc_source_entry_id": "1-2",
+    }
+    route = TableRoute(
+        "people", TableSpec("people", {}, ["id"]), TableBatcher("people", 10), "t", True, True
+    )
+    messages = build_kafka_messages(route, [good, bad])
+    assert messages == [build_kafka_message(route, good), build_kafka_message(route, bad)]
+    assert messages[1].value == b'{"id":2,"s":"a\\ud800","n":1.50}'
+    assert json.loads(messages[1].value) == {"id": 2, "s": "a\ud800", "n": 1.5}
+    assert messages[1].key == b"kv\\udcff"
+    assert ("source_stream", b"kv\\udcff") in messages[1].headers
+
+
+def test_dead_letter_of_a_lone_surrogate_is_storable_and_names_the_column():
+    record = {"id": 2, "s\udfff": ["x\ud800"], "_sdc_source_entry_id": "1-\ud800"}
+    letter = DeadLetter("t", record, f"a value {NOT_UTF8} (codec says no)", None)
+    _, payload, reason, _, _, entry = letter.params()
+    for text in (payload, reason, entry):
+        text.encode("utf-8")  # PostgreSQL can store it
+    assert json.loads(payload) == {
+        "id": 2,
+        "s\\udfff": ["x\\ud800"],
+        "_sdc_source_entry_id": "1-\\ud800",
+    }
+    assert reason.startswith("column 's\\\\udfff' holds a lone surrogate (U+DFFF)")
+    assert entry == "1-\\ud800"
+
+
+def test_a_lone_surrogate_in_a_column_name_is_dropped_with_a_hash():
+    assert fit_identifier("a\ud800b").startswith("ab_")
+    assert fit_identifier("a\ud800b") != fit_identifier("a\ud801b")
+    assert fit_identifier("a" * 70) == fit_identifier("a" * 70)  # unchanged for other names
+
+
+def test_json_with_lone_surrogates_decodes_to_the_same_value():
+    value = {"k\ud800": ["\udfff", {"d": decimal.Decimal("0.1000000000000000055511151231257827")}]}
+    encoded = to_json_bytes_exact(value)
+    assert json.loads(encoded, parse_float=decimal.Decimal) == value
