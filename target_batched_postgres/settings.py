@@ -236,3 +236,7 @@ def apply_env_switches(
                 config[setting] = int(text)
             except ValueError:
                 raise ConfigError(f"{var}={raw!r}: expected an integer") from None
+
+
+def check_combinations(config: Mapping[str, Any]) -> None:
+    """Refuse settings that are valid one by one but not together (ConfigError)."""

@@ -31,7 +31,11 @@ from target_batched_postgres.pipeline import Mergeable, WritePipeline
 from target_batched_postgres.postgres_writer import PostgresWriter, TableSpec
 from target_batched_postgres.reader import FastSingerReader
 from target_batched_postgres.retry import RetryPolicy
-from target_batched_postgres.settings import CONFIG_SCHEMA, apply_env_switches
+from target_batched_postgres.settings import (
+    CONFIG_SCHEMA,
+    apply_env_switches,
+    check_combinations,
+)
 from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sink import BatchedPostgresSink
 from target_batched_postgres.sql import OnConflict
@@ -74,6 +78,7 @@ class TargetBatchedPostgres(Target):
         )
         try:
             apply_env_switches(self._config)
+            check_combinations(self._config)
         except ConfigError as exc:
             raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
         self._validate_config(raise_errors=validate_config)
