@@ -45,7 +45,59 @@ def table_name_for_stream(stream_name: str) -> str:
     return fit_identifier(cleaned)
 
 
+TOPIC_PLACEHOLDERS = ("{table}", "{stream}")
+_TOPIC_PLACEHOLDER = re.compile(r"\{(?:table|stream)\}")
+
+
 def topic_name(template: str, table: str, stream: str) -> str:
-    """Kafka topic from the template (`{table}`, `{stream}` placeholders), made legal."""
+    """Kafka topic from the template (`{table}`, `{stream}` placeholders), made legal.
+
+    Characters a topic cannot hold become `_`; a name over 249 characters is
+    shortened with a hash suffix of the whole, as `fit_identifier` shortens
+    table names, so two long names sharing their start stay two topics.
+    """
     name = template.replace("{table}", table).replace("{stream}", stream)
-    return _NOT_TOPIC_CHAR.sub("_", name)[:MAX_TOPIC_CHARS]
+    name = _NOT_TOPIC_CHAR.sub("_", name)
+    if name in ("", ".", ".."):  # names Kafka refuses (a stream named "." or "..")
+        name = "_" * max(len(name), 1)
+    if len(name) <= MAX_TOPIC_CHARS:
+        return name
+    digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:_HASH_CHARS]
+    return f"{name[: MAX_TOPIC_CHARS - _HASH_CHARS - 1]}_{digest}"
+
+
+def topic_template_problem(template: str) -> str | None:
+    """Why `template` cannot name topics, or None when it can.
+
+    Only `{table}` and `{stream}` are placeholders; the text around them must
+    be what a topic name holds (`[A-Za-z0-9._-]`, 249 characters at most), so
+    that a typo (`{tabel}`, `{Table}`) or a stray character is refused rather
+    than silently sending every table to one topic or renaming topics. Fixed
+    text that leaves no room for the table's name (the hash suffix aside) is
+    refused too.
+    """
+    fixed = _TOPIC_PLACEHOLDER.sub("", template)
+    if not template:
+        return "is empty; a topic name needs 1 to 249 characters"
+    if template in (".", ".."):
+        return f"{template!r} is not a legal Kafka topic name"
+    if "{" in fixed or "}" in fixed:
+        return (
+            f"{template!r} holds an unknown placeholder or a stray brace; the placeholders "
+            f"are {' and '.join(TOPIC_PLACEHOLDERS)} (lower case)"
+        )
+    illegal = sorted(set(_NOT_TOPIC_CHAR.findall(fixed)))
+    if illegal:
+        return (
+            f"{template!r} holds {', '.join(map(repr, illegal))}, which a Kafka topic name "
+            "cannot; a topic name holds only letters, digits, '.', '_' and '-'"
+        )
+    room = MAX_TOPIC_CHARS - _HASH_CHARS - 1
+    if len(fixed) > room and fixed != template:
+        return (
+            f"its fixed text is {len(fixed)} characters, leaving no room in a topic name "
+            f"({MAX_TOPIC_CHARS} characters at most) for the table or stream name"
+        )
+    if len(fixed) > MAX_TOPIC_CHARS:
+        return f"is {len(fixed)} characters; a topic name holds {MAX_TOPIC_CHARS} at most"
+    return None

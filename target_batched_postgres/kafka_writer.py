@@ -29,6 +29,36 @@ _DEFAULTS = {"linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.mes
 PREFLIGHT_TIMEOUT_SECONDS = 10.0
 
 
+# librdkafka's producer-only properties (scope "P" in its CONFIGURATION.md,
+# global and topic). The rest of the producer's settings are the connection's
+# (TLS, SASL, `broker.address.family`, `api.version.request`, timeouts ...),
+# and the preflight's AdminClient must connect as the producer will.
+PRODUCER_ONLY = frozenset(
+    {
+        "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+        "enable.gapless.guarantee", "queue.buffering.max.messages",
+        "queue.buffering.max.kbytes", "queue.buffering.max.ms", "linger.ms",
+        "message.send.max.retries", "retries", "queue.buffering.backpressure.threshold",
+        "compression.codec", "compression.type", "compression.level", "batch.num.messages",
+        "batch.size", "delivery.report.only.error", "dr_cb", "dr_msg_cb",
+        "sticky.partitioning.linger.ms", "request.required.acks", "acks",
+        "request.timeout.ms", "message.timeout.ms", "delivery.timeout.ms",
+        "queuing.strategy", "produce.offset.report", "partitioner", "partitioner_cb",
+        "msg_order_cmp", "on_delivery",
+    }
+)  # fmt: skip
+
+
+def build_admin_config(producer_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The producer's settings without its producer-only ones: the AdminClient's.
+
+    The Python AdminClient is a librdkafka producer handle, so it would take
+    these too, but an idempotent or transactional one would also ask the
+    brokers for a producer ID just to list topics.
+    """
+    return {k: v for k, v in producer_config.items() if k not in PRODUCER_ONLY}
+
+
 class KafkaMessage(NamedTuple):
     """One message to produce. A named tuple: one is built per record (a frozen
     dataclass took twice as long to build)."""
@@ -83,17 +113,16 @@ class KafkaPublisher:
 
     def preflight(self) -> None:
         """Reach the brokers before any input is read."""
-        admin_config = {
-            k: v
-            for k, v in self._config.items()
-            if k.startswith(("bootstrap.", "security.", "sasl.", "ssl."))
-        }
+        self._get_producer()  # a bad setting is named as kafka_producer_config's
         try:
-            AdminClient(admin_config).list_topics(timeout=PREFLIGHT_TIMEOUT_SECONDS)
+            admin = AdminClient(build_admin_config(self._config))
+        except KafkaException as exc:
+            raise ConfigError(f"kafka_producer_config: {exc}") from exc
+        try:
+            admin.list_topics(timeout=PREFLIGHT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             servers = self._config["bootstrap.servers"]
             raise ConfigError(f"kafka_bootstrap_servers: cannot reach {servers!r}: {exc}") from exc
-        self._get_producer()
 
     def publish(self, messages: Sequence[KafkaMessage]) -> None:
         """Produce all messages and wait for their acknowledgements.

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import msgspec
 import psycopg
 from psycopg import pq, sql
+from psycopg.conninfo import conninfo_to_dict
 
 from target_batched_postgres import control
 from target_batched_postgres.dead_letter import DeadLetter, describe_source
@@ -63,13 +64,49 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 _TRANSIENT_STATES = {"55P03"}  # lock_timeout: another session held the lock too long
 # unique_violation, exclusion_violation: what ON CONFLICT DO NOTHING / DO UPDATE absorb.
 _CONFLICT_STATES = {"23505", "23P01"}
+_NO_CONFLICT_TARGET = "42P10"  # invalid_column_reference: no unique index for ON CONFLICT
 # psycopg's placeholder syntax in a composed statement: `%%` is `%`, `%s` the parameter.
 _PLACEHOLDER = re.compile(rb"%([%s])")
+
+
+_UNPARSABLE_CONNINFO = (
+    "database_url: libpq cannot parse it (its message, which quotes the URL and so "
+    "its password, is not shown). Check the scheme (`postgresql://`, with the colon), "
+    "percent-encode the reserved characters of the user name and password (`%` as "
+    "%25, `@` as %40, `/` as %2F, `?` as %3F, `#` as %23, `:` as %3A), use only "
+    "libpq's query parameters or key=value options, and close quoted values."
+)
+
+
+def _scrubbed(error: TargetError, secrets: Sequence[str]) -> TargetError:
+    """The same kind of error with every secret replaced by `***`."""
+    text = str(error)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    if isinstance(error, RecordRejected):
+        return RecordRejected(text, error.sqlstate)
+    return type(error)(text)
+
+
+class NoConflictTarget(FatalError):
+    """ON CONFLICT names columns that no unique index of the table covers (42P10).
+
+    A configuration problem (`on_conflict: upsert` with key properties that
+    are not the table's key): `write` turns it into an error naming the table
+    and the columns.
+    """
+
+
+def _quoted(name: str) -> str:
+    """An identifier as SQL text, for a statement shown to the operator (never run)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def translate(exc: psycopg.Error) -> TargetError:
     """Map a psycopg error to what the caller should do about it."""
     state = exc.sqlstate or ""
+    if state == _NO_CONFLICT_TARGET:
+        return NoConflictTarget(f"PostgreSQL error {state}: {exc}".strip())
     if (
         state.startswith(_TRANSIENT_CLASSES)
         or state in _TRANSIENT_STATES
@@ -148,6 +185,7 @@ class PostgresWriter:
             self._settle()  # the connection leaves pipeline mode before anything else
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._columns.clear()
+            secrets = self._conninfo_secrets()
             # Bounded waits: a statement or a lock wait longer than the timeout
             # is cancelled (57014, 55P03) and retried like a lost connection.
             limit = self._statement_timeout_ms
@@ -167,9 +205,29 @@ class PostgresWriter:
                 )
             except psycopg.Error as exc:
                 # Down or restarting: retried with backoff, like a connection lost mid-batch.
-                raise translate(exc) from exc
+                error = translate(exc)
+                if any(secret in str(error) for secret in secrets):
+                    # libpq quoted a value holding the password: neither it nor
+                    # the chained driver error may reach a log line.
+                    raise _scrubbed(error, secrets) from None
+                raise error from exc
             self._conn = conn
         return self._conn
+
+    def _conninfo_secrets(self) -> tuple[str, ...]:
+        """The password in `database_url`; ConfigError when libpq cannot parse the URL.
+
+        libpq's parse errors quote the connection string (`missing "=" after
+        "postgresql//user:pw@..."`, `invalid percent-encoded token: "pw%zz"`),
+        so the error raised here names the setting and the likely causes but
+        carries none of libpq's text, and does not chain the driver's error.
+        """
+        try:
+            params = conninfo_to_dict(self._conninfo)
+        except psycopg.Error:
+            raise ConfigError(_UNPARSABLE_CONNINFO) from None
+        password = params.get("password")
+        return (str(password),) if password else ()
 
     def close(self) -> None:
         self._in_flight.clear()
@@ -209,6 +267,8 @@ class PostgresWriter:
             return
         try:
             self._retry.run(self._preflight_once, what="PostgreSQL preflight", attempts=1)
+        except ConfigError:
+            raise  # already names the setting (and must not be chained: see _conninfo_secrets)
         except TargetError as exc:
             raise ConfigError(
                 f"database_url: cannot prepare PostgreSQL schema {self.schema!r}: {exc}"
@@ -366,8 +426,26 @@ class PostgresWriter:
         backoff; records still failing alone are dead-lettered (or stop the run).
         `encoded` is the records' `encode_ahead`, if made.
         """
-        return self._retry.run(
-            lambda: self._write_once(spec, keys, records, encoded), what=f"write to {spec.name!r}"
+        try:
+            return self._retry.run(
+                lambda: self._write_once(spec, keys, records, encoded),
+                what=f"write to {spec.name!r}",
+            )
+        except NoConflictTarget as exc:
+            raise FatalError(self._no_conflict_target(spec)) from exc
+
+    def _no_conflict_target(self, spec: TableSpec) -> str:
+        """What an upsert's 42P10 means for this table, and what to do about it."""
+        keys = [column_name(k) for k in spec.key_properties]
+        table = f"{self.schema}.{spec.name}"
+        create = "CREATE UNIQUE INDEX ON {}.{} ({})".format(
+            _quoted(self.schema), _quoted(spec.name), ", ".join(map(_quoted, keys))
+        )
+        return (
+            f"on_conflict=upsert: table {table!r} has no primary key or unique index on "
+            f"exactly the stream's key_properties {keys}, which the upsert's ON CONFLICT "
+            f"names (PostgreSQL error 42P10). Create one ({create}), make the stream's "
+            "key_properties match the table's key, or set on_conflict to do_nothing or error."
         )
 
     def encode_ahead(

@@ -9,6 +9,7 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_batched_postgres.errors import ConfigError
+from target_batched_postgres.identifiers import table_name_for_stream, topic_template_problem
 from target_batched_postgres.nul_bytes import NulBytes
 from target_batched_postgres.sql import OnConflict
 
@@ -238,5 +239,58 @@ def apply_env_switches(
                 raise ConfigError(f"{var}={raw!r}: expected an integer") from None
 
 
-def check_combinations(config: Mapping[str, Any]) -> None:
-    """Refuse settings that are valid one by one but not together (ConfigError)."""
+def _setting(config: Mapping[str, Any], name: str) -> Any:
+    """A setting's value, or its CONFIG_SCHEMA default when missing or null."""
+    value = config.get(name)
+    if value is None:
+        return CONFIG_SCHEMA["properties"][name].get("default")
+    return value
+
+
+def _names(value: Any) -> list[str]:
+    return [str(name) for name in value or []]
+
+
+def check_combinations(config: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> None:
+    """Refuse settings that are valid one by one but not together (ConfigError).
+
+    `config` is the raw config after `apply_env_switches` (missing settings
+    take their defaults); `env` only says whether `PUSH_TO_KAFKA` turned Kafka off.
+    """
+    kafka_only = _names(_setting(config, "kafka_only_tables"))
+    db_only = _names(_setting(config, "db_only_tables"))
+    if kafka_only and not _setting(config, "kafka_enabled"):
+        switch = env.get("PUSH_TO_KAFKA", "").strip()
+        why = f"env PUSH_TO_KAFKA={switch}" if switch else "kafka_enabled is false"
+        raise ConfigError(
+            f"kafka_only_tables {kafka_only} while Kafka is off ({why}): their records "
+            "would go neither to Kafka nor to PostgreSQL. Empty kafka_only_tables to write "
+            "those tables to PostgreSQL while Kafka is off, or turn Kafka on "
+            "(kafka_enabled true, PUSH_TO_KAFKA=true)."
+        )
+    both = _in_both(kafka_only, db_only)
+    if both:
+        raise ConfigError(
+            f"tables {both} are in both kafka_only_tables and db_only_tables (a stream "
+            "matches by its name or its table's name): their records would go neither to "
+            "Kafka nor to PostgreSQL. Remove each from one of the two lists."
+        )
+    template = str(_setting(config, "kafka_topic_template"))
+    problem = topic_template_problem(template)
+    if problem is not None:
+        raise ConfigError(f"kafka_topic_template {problem}")
+
+
+def _in_both(kafka_only: list[str], db_only: list[str]) -> list[str]:
+    """Names of the two lists that one stream can match, as the target's routing does.
+
+    A stream's route looks up both its own name and its table's name
+    (`table_name_for_stream`), so `Orders` in one list and `orders` in the
+    other both match the stream `Orders`.
+    """
+    found = []
+    for k in kafka_only:
+        for d in db_only:
+            if k == d or k == table_name_for_stream(d) or d == table_name_for_stream(k):
+                found.append(k if k == d else f"{k}/{d}")
+    return sorted(set(found))
