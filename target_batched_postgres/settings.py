@@ -136,7 +136,11 @@ CONFIG_SCHEMA = th.PropertiesList(
         "kafka_topic_template",
         th.StringType,
         default="{table}",
-        description="Topic per table; `{table}` and `{stream}` are replaced.",
+        description=(
+            "Topic per table; `{table}` and `{stream}` are replaced (the only placeholders), "
+            "the rest may hold letters, digits, `.`, `_` and `-` (checked at start). A topic "
+            "name over 249 characters is shortened with a hash suffix."
+        ),
     ),
     th.Property(
         "kafka_publish_deletes",
@@ -151,7 +155,11 @@ CONFIG_SCHEMA = th.PropertiesList(
         "kafka_only_tables",
         th.ArrayType(th.StringType),
         default=[],
-        description="Tables published to Kafka only; PostgreSQL gets their force-drained records.",
+        description=(
+            "Tables published to Kafka only; PostgreSQL gets their force-drained records. "
+            "Refused at start while Kafka is off (`kafka_enabled` false or "
+            "`PUSH_TO_KAFKA=false`) or for a table also in `db_only_tables`."
+        ),
     ),
     th.Property(
         "db_only_tables",
