@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any, ClassVar
 
+from jsonschema import ValidationError
 from singer_sdk import Stream, Tap
-from singer_sdk.exceptions import MapperNotInitialized
+from singer_sdk.exceptions import ConfigValidationError, MapperNotInitialized
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
     PluginCapabilities,
     TapCapabilities,
 )
-from singer_sdk.plugin_base import PluginBase
+from singer_sdk.plugin_base import JSONSchemaValidator, PluginBase, _format_validation_error
 
 from tap_redis_stream.client import RedisRefused, RedisUnavailable, StreamClient
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
@@ -26,6 +28,45 @@ from tap_redis_stream.messages import MessageWriter, TableSchema
 from tap_redis_stream.metrics_server import MetricsServer, TapMetrics
 from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
 from tap_redis_stream.settings import CONFIG_SCHEMA
+
+
+def _config_error_reason(error: ValidationError) -> str:
+    """What a setting's value fails, from the schema alone (never the value)."""
+    if error.validator == "type":
+        types = error.validator_value
+        names = types if isinstance(types, list) else [types]
+        return "not of type " + ", ".join(repr(name) for name in names)
+    return f"fails {error.validator!r}: {error.validator_value!r}"
+
+
+def _secret_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [s for item in value.items() for part in item for s in _secret_strings(part)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _secret_strings(item)]
+    return [repr(value)] if value is not None else []
+
+
+def describe_config_error(
+    error: ValidationError, secrets: frozenset[str], config: Mapping[str, Any]
+) -> str:
+    """The SDK's message for a config error, but a secret setting's value is never in it.
+
+    jsonschema quotes the value (`'<value>' is not of type 'object'`): for a
+    property marked `secret` the message names the setting and the reason only.
+    """
+    path = list(error.path)
+    if path and path[0] in secrets:
+        where = "".join(f"[{part!r}]" for part in path)
+        return f"config{where}: invalid value (not shown: secret): {_config_error_reason(error)}"
+    message = _format_validation_error(error)
+    if not path:  # about the whole config: its message may quote any value
+        leaked = [s for name in secrets for s in _secret_strings(config.get(name)) if s in message]
+        if leaked:
+            return f"config: {_config_error_reason(error)} (message not shown: it quotes a secret)"
+    return message
 
 
 class TableStream(Stream):
@@ -62,6 +103,25 @@ class TapRedisStream(Tap):
         for name in list(config_jsonschema["properties"]):
             if name.startswith(("stream_map", "faker_config", "flattening_")):
                 del config_jsonschema["properties"][name]
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's config validation, with messages that never show a secret value."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        secrets = frozenset(
+            name for name, prop in schema.get("properties", {}).items() if prop.get("secret")
+        )
+        errors = [
+            describe_config_error(error, secrets, self._config)
+            for error in JSONSchemaValidator(schema).iter_errors(self._config)
+        ]
+        if errors:
+            if raise_errors:
+                raise ConfigValidationError(
+                    "Config validation failed", errors=errors, schema=schema
+                )
+            self.logger.warning("Config validation failed")
+        return errors
 
     _stop = False
     _input_state: dict[str, Any] | None = None

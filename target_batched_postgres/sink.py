@@ -54,6 +54,21 @@ class BatchedPostgresSink(Sink):
             return
         super()._singer_validate_message(record)
 
+    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: Any) -> None:
+        # Date-times stay the text the tap sent, as on the direct path:
+        # PostgreSQL casts them into their columns and a value it rejects
+        # dead-letters its record (the SDK's parser would stop the run), and
+        # Kafka carries them as sent.
+        return
+
+    def preprocess_record(self, record: dict, context: dict) -> dict:
+        # Back in: the control properties the target kept away from stream
+        # maps and flattening (TargetBatchedPostgres._process_mapped_record).
+        held = self._drainer.held_controls
+        if held:
+            record.update(held)
+        return record
+
     def process_record(self, record: dict, context: dict) -> None:
         self._drainer.accept(self.route, record)
 
@@ -68,5 +83,10 @@ class BatchedPostgresSink(Sink):
             return
         # Counted like RECORD messages, so the SDK's next drain flushes them.
         self.tally_record_read(len(records))
+        # As for a RECORD: the SDK's metadata keys are columns only with
+        # add_record_metadata (the control properties are not among them).
+        strip_metadata = not self.include_sdc_metadata_properties
         for record in records:
+            if strip_metadata:
+                self._remove_sdc_metadata_from_record(record)
             self._drainer.accept(self.route, record)

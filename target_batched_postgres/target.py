@@ -8,13 +8,16 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
+from jsonschema import ValidationError
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.plugin_base import JSONSchemaValidator, _format_validation_error
 
 from target_batched_postgres import control
 from target_batched_postgres.batcher import Bucket, TableBatcher
@@ -42,8 +45,9 @@ from target_batched_postgres.sql import OnConflict
 from target_batched_postgres.surrogates import to_json_bytes_exact
 from target_batched_postgres.values import to_json_bytes
 
-# How often (in records) the age of open buckets is checked on the hot path.
-AGE_CHECK_EVERY_RECORDS = 256
+# At most this often the open buckets are scanned for one past
+# max_batch_age_seconds (each record costs one clock read and one comparison).
+AGE_CHECK_INTERVAL_SECONDS = 0.1
 MAX_CACHED_SIGNATURES = 4096
 VALIDATE_RECORDS_DESCRIPTION = (
     "Also validate each record against its SCHEMA with jsonschema (off by default). "
@@ -51,6 +55,45 @@ VALIDATE_RECORDS_DESCRIPTION = (
     "rejects goes to the dead-letter table with the reason; jsonschema validation "
     "only adds log lines, and costs about half the throughput."
 )
+
+
+def _config_error_reason(error: ValidationError) -> str:
+    """What a setting's value fails, from the schema alone (never the value)."""
+    if error.validator == "type":
+        types = error.validator_value
+        names = types if isinstance(types, list) else [types]
+        return "not of type " + ", ".join(repr(name) for name in names)
+    return f"fails {error.validator!r}: {error.validator_value!r}"
+
+
+def _secret_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, dict):
+        return [s for item in value.items() for part in item for s in _secret_strings(part)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _secret_strings(item)]
+    return [repr(value)] if value is not None else []
+
+
+def describe_config_error(
+    error: ValidationError, secrets: frozenset[str], config: Mapping[str, Any]
+) -> str:
+    """The SDK's message for a config error, but a secret setting's value is never in it.
+
+    jsonschema quotes the value (`'<value>' is not of type 'object'`): for a
+    property marked `secret` the message names the setting and the reason only.
+    """
+    path = list(error.path)
+    if path and path[0] in secrets:
+        where = "".join(f"[{part!r}]" for part in path)
+        return f"config{where}: invalid value (not shown: secret): {_config_error_reason(error)}"
+    message = _format_validation_error(error)
+    if not path:  # about the whole config: its message may quote any value
+        leaked = [s for name in secrets for s in _secret_strings(config.get(name)) if s in message]
+        if leaked:
+            return f"config: {_config_error_reason(error)} (message not shown: it quotes a secret)"
+    return message
 
 
 class TargetBatchedPostgres(Target):
@@ -92,7 +135,11 @@ class TargetBatchedPostgres(Target):
         self.checkpoints = Checkpointer()
         self._records_seen = 0
         self._flusher: Flusher | None = None
-        self._last_age_check = time.monotonic()
+        self._age_check_interval = min(AGE_CHECK_INTERVAL_SECONDS, self.max_batch_age_seconds)
+        self._next_age_check = time.monotonic() + self._age_check_interval
+        # The control properties of the record on the SDK's path, kept away
+        # from stream maps and flattening (see _process_mapped_record).
+        self.held_controls: dict[str, Any] | None = None
         self.max_parallelism = 1  # one connection, one producer: drain serially
         self._strip_nul = self._setting("nul_bytes") == NulBytes.STRIP
         # Sinks whose records may skip the SDK's per-record steps (see
@@ -132,6 +179,25 @@ class TargetBatchedPostgres(Target):
         if validate is not None:
             validate["default"] = False
             validate["description"] = VALIDATE_RECORDS_DESCRIPTION
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's config validation, with messages that never show a secret value."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        secrets = frozenset(
+            name for name, prop in schema.get("properties", {}).items() if prop.get("secret")
+        )
+        errors = [
+            describe_config_error(error, secrets, self._config)
+            for error in JSONSchemaValidator(schema).iter_errors(self._config)
+        ]
+        if errors:
+            if raise_errors:
+                raise ConfigValidationError(
+                    "Config validation failed", errors=errors, schema=schema
+                )
+            self.logger.warning("Config validation failed")
+        return errors
 
     def _setting(self, name: str) -> Any:
         value = self.config.get(name)
@@ -256,7 +322,7 @@ class TargetBatchedPostgres(Target):
         record = message_dict.get("record")
         sink = self._direct_sink(stream) if isinstance(stream, str) else None
         if sink is None or not isinstance(record, dict):
-            super()._process_record_message(message_dict)
+            self._process_mapped_record(message_dict)
             return
         # The SDK's own steps for this case: no metadata columns, key check
         # (the SDK's, for its error, only when a key property is missing).
@@ -268,6 +334,26 @@ class TargetBatchedPostgres(Target):
         sink.tally_record_read()
         self.accept(sink.route, record)
         sink.record_counter_metric.increment()
+
+    def _process_mapped_record(self, message_dict: dict) -> None:
+        """The SDK's per-record steps, with the control properties kept out of them.
+
+        Stream maps and flattening are for data columns: a whitelisting map
+        would drop `_sdc_operation` (an update would become an insert), and
+        flattening would turn `_sdc_where` and `_sdc_model` into JSON strings.
+        They are taken out here and the sink's `preprocess_record` puts them
+        back, as the tap sent them, into every record the maps make of this one
+        (before the SDK's key check, which an update or delete skips).
+        """
+        record = message_dict.get("record")
+        if isinstance(record, dict):
+            self.held_controls = {
+                name: record.pop(name) for name in control.CONTROL_PROPERTIES if name in record
+            }
+        try:
+            super()._process_record_message(message_dict)
+        finally:
+            self.held_controls = None
 
     # -- routing ----------------------------------------------------------------
 
@@ -321,6 +407,8 @@ class TargetBatchedPostgres(Target):
                 lambda: flusher.write_change(target, record),
             )
             self._after_flush()
+            if time.monotonic() >= self._next_age_check:
+                self.flush_aged()
             return
         key_order = tuple(record)
         columns = self._signatures.get(key_order)
@@ -344,7 +432,7 @@ class TargetBatchedPostgres(Target):
             if full is not None:
                 self._flush_bucket(route, full)
                 self._after_flush()
-        if self._records_seen % AGE_CHECK_EVERY_RECORDS == 0:
+        if time.monotonic() >= self._next_age_check:
             self.flush_aged()
 
     def _check_schema_variation(self, route: TableRoute) -> None:
@@ -432,7 +520,8 @@ class TargetBatchedPostgres(Target):
         self._after_flush()
 
     def flush_aged(self) -> None:
-        self._last_age_check = time.monotonic()
+        """Flush the buckets older than max_batch_age_seconds; the next scan waits a while."""
+        self._next_age_check = time.monotonic() + self._age_check_interval
         flushed = False
         for route in self.routes.values():
             for bucket in route.batcher.take_aged(self.max_batch_age_seconds):
@@ -471,7 +560,7 @@ class TargetBatchedPostgres(Target):
         super()._process_state_message(message_dict)
         with self._state_lock:
             self.checkpoints.add(self._records_seen, message_dict["value"])
-        if time.monotonic() - self._last_age_check >= min(self.max_batch_age_seconds, 1.0):
+        if time.monotonic() >= self._next_age_check:
             self.flush_aged()
         self._after_flush()
 
