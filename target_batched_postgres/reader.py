@@ -18,6 +18,7 @@ import stat
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from types import FrameType
 from typing import IO, Any
 
 import msgspec
@@ -76,8 +77,32 @@ def _start(line: str | bytes) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} chars)"
 
 
+class InputInterrupted(Exception):
+    """Raised by a signal handler to leave a blocking read: the input ends there."""
+
+
 class FastSingerReader(GenericSingerReader[Any]):
-    """Reads stdin as bytes (no text decoding pass) and decodes lines with msgspec."""
+    """Reads stdin as bytes (no text decoding pass) and decodes lines with msgspec.
+
+    `stop()` (from a signal handler) ends the input early, as end of input
+    would: after the line being processed, or at once when the reader is
+    blocked waiting for one. Nothing else runs inside the handler, so it
+    cannot meet a lock the interrupted main thread holds.
+    """
+
+    stop_requested = False
+
+    def stop(self, frame: FrameType | None) -> None:
+        """End the input (for a signal handler; `frame` is the one it interrupted).
+
+        When the main thread was in this reader's own loop, not in a callback,
+        it holds no lock and is most likely blocked reading the next line:
+        InputInterrupted ends the loop at once. Otherwise the loop ends after
+        the line being processed.
+        """
+        self.stop_requested = True
+        if frame is not None and frame.f_code is _PROCESS_LINES_CODE:
+            raise InputInterrupted
 
     @property
     def default_input(self) -> IO[Any]:
@@ -94,18 +119,27 @@ class FastSingerReader(GenericSingerReader[Any]):
         self, file_input: IO[Any] | None, callbacks: dict[str, Callable[[dict], None]]
     ) -> Counter[str]:
         """The SDK's loop (same callbacks, errors and counts), with less work per line:
-        no method indirection to decode, and the `type` check only as a lookup."""
+        no method indirection to decode, and the `type` check only as a lookup.
+        It also ends when `stop()` is called (see the class docstring)."""
         stats: dict[str, int] = defaultdict(int)
-        for line in file_input or self.default_input:
-            self._current_message = line
-            message = decode_line(line)
-            if "type" not in message:
-                self.assert_line_requires(message, requires={"type"})  # raises
-            kind = message["type"]
-            callback = callbacks.get(kind)
-            if callback is None:
-                self._process_unknown_message(message)
-            else:
-                callback(message)
-            stats[kind] += 1
+        try:
+            for line in file_input or self.default_input:
+                self._current_message = line
+                message = decode_line(line)
+                if "type" not in message:
+                    self.assert_line_requires(message, requires={"type"})  # raises
+                kind = message["type"]
+                callback = callbacks.get(kind)
+                if callback is None:
+                    self._process_unknown_message(message)
+                else:
+                    callback(message)
+                stats[kind] += 1
+                if self.stop_requested:
+                    break
+        except InputInterrupted:
+            pass  # a signal while the loop waited for input: the input ends here
         return Counter(**stats)
+
+
+_PROCESS_LINES_CODE = FastSingerReader.process_lines.__code__

@@ -274,6 +274,23 @@ class TargetBatchedPostgres(Target):
         gc.freeze()
         super().listen(file_input)
 
+    def _handle_termination(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: the input ends here, then the run ends as at end of input.
+
+        The SDK drains inside the signal handler and exits 0: an error of the
+        drain (or one a writer thread already had) was lost, and the drain
+        could wait for a lock the interrupted main thread held (a STATE being
+        printed, a queue being fed). Here the handler only ends the input
+        (`FastSingerReader.stop`); the main thread then drains, prints the
+        last safe STATE and exits non-zero if anything failed.
+        """
+        self.logger.info("Received termination signal %d: reading no more input, draining", signum)
+        reader = self.message_reader
+        if isinstance(reader, FastSingerReader):
+            reader.stop(frame)  # raises out of a blocking read
+        else:  # a reader class swapped in by a subclass: the SDK's way
+            super()._handle_termination(signum, frame)
+
     def process_endofpipe(self) -> None:
         try:
             super().process_endofpipe()

@@ -25,6 +25,7 @@ from tests.integration.target_helpers import (
     schema_msg,
     start_target,
     state_msg,
+    states_of,
     write_config,
 )
 from tests.servers import free_port
@@ -285,3 +286,54 @@ def test_stop_signals_while_writing_cut_no_state_line(tmp_path: Path, pg_url, pg
     emitted = [json.loads(line) for line in output.splitlines()]  # a cut line fails
     assert emitted[-1] == states[-1]
     assert [s["bookmarks"]["n"] for s in emitted] == sorted({s["bookmarks"]["n"] for s in emitted})
+
+
+def _terminated(tmp_path: Path, settings: dict[str, object], lines: list[str]):
+    """A target fed `lines` on an open pipe, then sent SIGTERM while it waits for more."""
+    proc = subprocess.Popen(
+        [str(TARGET_BIN), "--config", str(write_config(tmp_path, settings))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("\n".join(lines) + "\n")
+    proc.stdin.flush()
+    time.sleep(3)  # it has read them and blocks for more (the pipe stays open)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
+def test_sigterm_flushes_open_buckets_and_prints_the_last_state(tmp_path, pg_url, pg_schema):
+    settings = config(pg_url, pg_schema, insert_batch_size=1000, max_batch_age_seconds=600)
+    lines = [schema_msg("t", PROPS, ["id"])]
+    lines += [record_msg("t", {"id": i, "name": f"n{i}"}) for i in range(5)]
+    lines.append(state_msg({"s": "5-0"}))
+    returncode, out, err = _terminated(tmp_path, settings, lines)
+    assert returncode == 0, err[-2000:]
+    assert states_of(out)[-1] == {"s": "5-0"}
+    with psycopg.connect(pg_url) as conn:
+        assert len(rows(conn, pg_schema, "t")) == 5
+
+
+def test_sigterm_after_a_failure_exits_non_zero(tmp_path, pg_url, pg_schema):
+    """The SDK's handler drained inside the signal handler and exited 0 whatever
+    the drain raised: a failed run looked like a success to Meltano."""
+    settings = config(
+        pg_url, pg_schema, insert_batch_size=1000, max_batch_age_seconds=600,
+        on_record_error="fail",
+    )  # fmt: skip
+    lines = [
+        schema_msg("t", PROPS, ["id"]),
+        record_msg("t", {"id": "not-a-number", "_sdc_source_entry_id": "1-0"}),
+        state_msg({"s": "1-0"}),
+    ]
+    returncode, out, err = _terminated(tmp_path, settings, lines)
+    assert returncode not in (0, None)
+    assert states_of(out) == []  # no STATE passed the failed record
+    assert "record rejected" in err

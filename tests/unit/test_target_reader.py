@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -89,3 +90,43 @@ def test_input_from_a_file_reads_every_line(tmp_path) -> None:
 def _write_and_close(fd: int, data: bytes) -> None:
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+
+
+RECORD_LINE = b'{"type":"RECORD","stream":"t","record":{"id":1}}\n'
+
+
+def test_stop_in_a_callback_ends_the_input_after_that_line() -> None:
+    reader = FastSingerReader()
+    seen: list[dict] = []
+
+    def on_record(message: dict) -> None:
+        seen.append(message)
+        if len(seen) == 2:
+            reader.stop(sys._getframe())  # a signal while a callback runs: no raise
+
+    counts = reader.process_lines(io.BytesIO(RECORD_LINE * 5), {"RECORD": on_record})
+    assert len(seen) == 2
+    assert counts["RECORD"] == 2
+
+
+def test_stop_while_the_loop_waits_for_input_ends_it_at_once() -> None:
+    reader = FastSingerReader()
+
+    class Blocking:
+        """Two lines, then a read that blocks until a signal (simulated)."""
+
+        def __init__(self) -> None:
+            self.lines = [RECORD_LINE, RECORD_LINE]
+
+        def __iter__(self) -> Blocking:
+            return self
+
+        def __next__(self) -> bytes:
+            if self.lines:
+                return self.lines.pop()
+            # The signal handler runs with the frame it interrupted: the loop's.
+            reader.stop(sys._getframe(1))
+            raise AssertionError("stop() did not leave the read")
+
+    counts = reader.process_lines(Blocking(), {"RECORD": lambda _: None})  # type: ignore[arg-type]
+    assert counts["RECORD"] == 2
