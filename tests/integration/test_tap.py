@@ -543,3 +543,27 @@ def test_a_listed_key_that_is_not_a_stream_stops_the_tap_naming_it(
     missing = run_tap(tmp_path, config(redis_url, stream, f"w-{unique}-not-yet"))
     assert missing.returncode == 0, missing.stderr[-2000:]  # absent: nothing to read yet
     assert len(missing.records) == 1
+
+
+def test_a_bounded_run_ends_at_the_entries_its_keys_had_when_it_started(
+    redis_url, redis_client, unique
+):
+    """Entries keep arriving while a scheduled (bounded) run reads: it still
+    ends, at the last entry each key had when it started."""
+    key = f"b-{unique}"
+    first = [redis_client.xadd(key, {"table": "t", "id": str(n)}).decode() for n in range(25)]
+    out = io.BytesIO()
+    reader = _in_process_reader(redis_url, [key], out, read_count=10)
+    real_read = reader.client.read
+
+    def read(cursors: Any, count: int, block_ms: int | None = None) -> Any:
+        for n in range(20):  # a busy stream: more than a read takes
+            redis_client.xadd(key, {"table": "t", "id": f"late-{n}"})
+        return real_read(cursors, count, block_ms)
+
+    reader.client.read = read  # type: ignore[method-assign]
+    reader.run()
+    records, state = _records_and_last_state(out)
+    assert [entry for _, entry in records] == [str(n) for n in range(25)]
+    assert state == {"stream_ids": {key: first[-1]}}
+    assert redis_client.xlen(key) > 25  # the late entries are there, for the next run
