@@ -683,7 +683,13 @@ class PostgresWriter:
                     pgconn.consume_input()
                 result = pgconn.get_result()
                 if result is None:
-                    continue
+                    if pgconn.status == pq.ConnStatus.BAD:
+                        # Lost between results (an immediate shutdown, say):
+                        # libpq reports the error once, then only None,
+                        # never the Sync, and raises nothing.
+                        message = pgconn.get_error_message()
+                        raise psycopg.OperationalError(message.strip() or "the connection was lost")
+                    continue  # between the results of two statements
                 status = result.status
                 if status == pq.ExecStatus.PIPELINE_SYNC:
                     break
