@@ -361,8 +361,11 @@ def peer_bin(name: str) -> Path:
     if not binary.exists():
         print(f"Installing {PEERS[name]} into {venv} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # Its dependencies pinned as first measured: an unpinned resolve moves the
+        # peer's speed between benches (bench/peers/<name>.txt).
+        constraints = ROOT / "bench" / "peers" / f"{name}.txt"
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", PEERS[name]],
+            [str(venv / "bin" / "pip"), "install", "-q", "-c", str(constraints), PEERS[name]],
             check=True,
         )
     return binary
@@ -453,18 +456,12 @@ def derived(rows: list[Row], args: argparse.Namespace) -> None:
     whole = by.get(("W3", MELTANO_W3))
     if whole:
         print(f"- meltano run on W3: {whole.rate:,.0f} rec/s")
-    empty, target = by.get(("W3", EMPTY_RUN)), by.get(("W3", TARGET_W3))
+    empty = by.get(("W3", EMPTY_RUN))
     if whole and empty and whole.seconds > empty.seconds:
         records = whole.records / (whole.seconds - empty.seconds)
         print(
             f"- meltano run on W3 less the fixed cost of a run ({empty.seconds:.2f} s): "
             f"{records:,.0f} rec/s"
-        )
-    if empty and target:
-        print(
-            f"- fixed cost of a run + the target alone on W3 (Kafka on): "
-            f"{empty.seconds + target.seconds:.2f} s; 25k rec/s is "
-            f"{target.records / 25_000:.2f} s"
         )
     big = by.get(("W1", "target-batched-postgres, Kafka off, peak RSS run"))
     if big:
