@@ -56,6 +56,8 @@ def describe_config_error(
 
     jsonschema quotes the value (`'<value>' is not of type 'object'`): for a
     property marked `secret` the message names the setting and the reason only.
+    A twin of `target_batched_postgres.target.describe_config_error` (and of its
+    `_validate_config`): the two plugin packages share no module (see control.py).
     """
     path = list(error.path)
     if path and path[0] in secrets:
