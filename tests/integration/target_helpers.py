@@ -108,6 +108,17 @@ def run_target_cli(
     )
 
 
+def start_target_cli(tmp_path: Path, config: Mapping[str, Any]) -> subprocess.Popen[str]:
+    """The target CLI with pipes for stdin, stdout and stderr (text), for a test to feed."""
+    return subprocess.Popen(
+        [str(TARGET_BIN), "--config", str(write_config(tmp_path, config))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 _MELTANO_METRIC = re.compile(
     r"target-batched-postgres METRIC .*metric_name=(\w+) metric_value=(\d+)\b"
 )

@@ -32,11 +32,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from tests.integration.target_helpers import (
-    TARGET_BIN,
     record_msg,
     schema_msg,
+    start_target_cli,
     state_msg,
-    write_config,
 )
 from tests.servers import (
     Server,
@@ -73,13 +72,7 @@ class TargetProcess:
 
     @classmethod
     def start(cls, tmp_path: Path, config: dict[str, Any]) -> TargetProcess:
-        proc = subprocess.Popen(
-            [str(TARGET_BIN), "--config", str(write_config(tmp_path, config))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_target_cli(tmp_path, config)
         target = cls(proc)
         for stream, lines in ((proc.stdout, target.stdout), (proc.stderr, target.stderr)):
             reader = threading.Thread(target=_collect, args=(stream, lines), daemon=True)

@@ -4,7 +4,6 @@ a writer error while only STATEs arrive."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +13,6 @@ from psycopg import sql
 
 from target_batched_postgres.metrics import DrainerMetric
 from tests.integration.target_helpers import (
-    TARGET_BIN,
     config,
     consume,
     record_msg,
@@ -23,8 +21,8 @@ from tests.integration.target_helpers import (
     run_target_cli,
     schema_msg,
     start_target,
+    start_target_cli,
     state_msg,
-    write_config,
 )
 
 PROPS = {"id": {"type": "integer"}, "s": {"type": ["string", "null"]}}
@@ -163,13 +161,7 @@ def test_a_change_waits_for_inserts_of_every_stream_of_its_table(pg_url, pg_sche
 def test_a_writer_error_stops_the_run_at_the_next_state(tmp_path: Path, pg_url, pg_schema):
     """An idle follow-mode tap sends only heartbeat STATEs: the run still stops, at once."""
     settings = config(pg_url, pg_schema, on_record_error="fail", max_batch_age_seconds=0.2)
-    proc = subprocess.Popen(
-        [str(TARGET_BIN), "--config", str(write_config(tmp_path, settings))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_target_cli(tmp_path, settings)
     assert proc.stdin is not None
     lines = [
         schema_msg("t", PROPS, ["id"]),

@@ -24,6 +24,7 @@ from tests.integration.target_helpers import (
     run_target_cli,
     schema_msg,
     start_target,
+    start_target_cli,
     state_msg,
     states_of,
     write_config,
@@ -290,13 +291,7 @@ def test_stop_signals_while_writing_cut_no_state_line(tmp_path: Path, pg_url, pg
 
 def _terminated(tmp_path: Path, settings: dict[str, object], lines: list[str]):
     """A target fed `lines` on an open pipe, then sent SIGTERM while it waits for more."""
-    proc = subprocess.Popen(
-        [str(TARGET_BIN), "--config", str(write_config(tmp_path, settings))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_target_cli(tmp_path, settings)
     assert proc.stdin is not None
     proc.stdin.write("\n".join(lines) + "\n")
     proc.stdin.flush()
