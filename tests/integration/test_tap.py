@@ -25,6 +25,7 @@ from tap_redis_stream.metrics_server import TapMetrics
 from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
 from tests import kv_workload
 from tests.integration.tap_helpers import TAP_BIN, run_tap
+from tests.servers import free_port
 from tests.stop_signals import output_while_stopping
 
 SPEC_CREATE = {
@@ -567,3 +568,28 @@ def test_a_bounded_run_ends_at_the_entries_its_keys_had_when_it_started(
     assert [entry for _, entry in records] == [str(n) for n in range(25)]
     assert state == {"stream_ids": {key: first[-1]}}
     assert redis_client.xlen(key) > 25  # the late entries are there, for the next run
+
+
+def test_an_unreachable_redis_at_start_fails_at_once_without_the_password(tmp_path):
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    run = run_tap(tmp_path, config(f"redis://drainer:S3CRETPW@127.0.0.1:{port}/0", "k"))
+    assert run.returncode != 0
+    assert time.monotonic() - started < 20  # no reconnect loop: it never connected
+    assert f"cannot use redis_url: Redis at redis://drainer@127.0.0.1:{port}/0" in run.stderr
+    assert "S3CRETPW" not in run.stderr
+    assert run.messages == []
+
+
+def test_a_tap_stopping_on_a_bad_entry_releases_its_shard_locks(
+    tmp_path, redis_url, redis_client, unique
+):
+    keys = [f"rl-{unique}{{shard-{n}}}" for n in range(3)]
+    for key in keys:
+        redis_client.xadd(key, {"command": orjson.dumps(SPEC_CREATE)})
+    redis_client.xadd(keys[1], {"command": b"not json"})
+    run = run_tap(tmp_path, config(redis_url, f"rl-{unique}{{shard-*}}", shard_locks=True))
+    assert run.returncode != 0
+    assert "cannot decode" in run.stderr
+    assert "Released 3 of 3 shard lock(s)" in run.stderr
+    assert [k for k in keys if redis_client.exists(f"{k}_lock")] == []
