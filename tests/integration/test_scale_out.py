@@ -509,6 +509,12 @@ def test_follow_mode_rides_out_a_redis_restart(tmp_path, unique):
             )
             status, body = health(port)
             assert (status, body.strip()) == (200, "ok: reconnecting")
+
+            def states() -> int:
+                return sum(m["type"] == "STATE" for m in list(follower.messages))
+
+            down = states()  # the target keeps flushing by age on these heartbeats
+            wait_for("a heartbeat STATE while Redis is down", lambda: states() > down)
             time.sleep(1.0)  # a few attempts with backoff
             server = start_redis(port=server.port, workdir=server.workdir)
             client = redis_lib.Redis.from_url(server.url)
