@@ -189,3 +189,22 @@ def test_broker_killed_mid_run_fails_without_writing_unacknowledged_rows(
     assert "Kafka delivery failed" in stderr
     assert time.monotonic() - started < 60
     assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [0, 1, 2, 3, 4]
+
+
+def test_another_taps_records_are_keyed_by_their_primary_key(
+    pg_url, pg_schema, kafka_bootstrap, unique
+):
+    """Without `_sdc_source_stream` (a tap other than ours), the Kafka key is the
+    key property's value, or the JSON array of them for a compound key."""
+    props = {"id": {"type": "integer"}, "region": {"type": "string"}, "name": {"type": "string"}}
+    lines = [
+        schema_msg("single", props, ["id"]),
+        schema_msg("pair", props, ["id", "region"]),
+        *(record_msg("single", {"id": i, "region": "eu", "name": f"n{i}"}) for i in range(3)),
+        *(record_msg("pair", {"id": i, "region": "eu", "name": f"n{i}"}) for i in range(3)),
+    ]
+    run_target(kafka_config(pg_url, pg_schema, kafka_bootstrap, unique), lines)
+    single = consume(kafka_bootstrap, f"single-{unique}", expected=3)
+    assert sorted(m.key() or b"" for m in single) == [b"0", b"1", b"2"]
+    pair = consume(kafka_bootstrap, f"pair-{unique}", expected=3)
+    assert sorted(json.loads(m.key() or b"null") for m in pair) == [[0, "eu"], [1, "eu"], [2, "eu"]]
