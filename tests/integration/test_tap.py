@@ -593,3 +593,12 @@ def test_a_tap_stopping_on_a_bad_entry_releases_its_shard_locks(
     assert "cannot decode" in run.stderr
     assert "Released 3 of 3 shard lock(s)" in run.stderr
     assert [k for k in keys if redis_client.exists(f"{k}_lock")] == []
+
+
+def test_a_lock_ttl_shorter_than_three_follow_rounds_is_refused(tmp_path, redis_url, unique):
+    # A follow round may block heartbeat_seconds: a lock could expire within one.
+    settings = {"follow": True, "shard_locks": True, "heartbeat_seconds": 1}
+    run = run_tap(tmp_path, config(redis_url, f"t-{unique}", shard_lock_ttl_ms=2999, **settings))
+    assert run.returncode != 0
+    assert "shard_lock_ttl_ms 2999 must be at least 3 x heartbeat_seconds (1 s)" in run.stderr
+    assert run.messages == []
