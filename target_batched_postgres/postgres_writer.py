@@ -97,11 +97,6 @@ class NoConflictTarget(FatalError):
     """
 
 
-def _quoted(name: str) -> str:
-    """An identifier as SQL text, for a statement shown to the operator (never run)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def translate(exc: psycopg.Error) -> TargetError:
     """Map a psycopg error to what the caller should do about it."""
     state = exc.sqlstate or ""
@@ -438,8 +433,14 @@ class PostgresWriter:
         """What an upsert's 42P10 means for this table, and what to do about it."""
         keys = [column_name(k) for k in spec.key_properties]
         table = f"{self.schema}.{spec.name}"
-        create = "CREATE UNIQUE INDEX ON {}.{} ({})".format(
-            _quoted(self.schema), _quoted(spec.name), ", ".join(map(_quoted, keys))
+        # Shown to the operator, never run: quoted as every statement is.
+        create = (
+            sql.SQL("CREATE UNIQUE INDEX ON {} ({})")
+            .format(
+                sql.Identifier(self.schema, spec.name),
+                sql.SQL(", ").join(map(sql.Identifier, keys)),
+            )
+            .as_string()
         )
         return (
             f"on_conflict=upsert: table {table!r} has no primary key or unique index on "
