@@ -22,47 +22,20 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from target_batched_postgres import control
 from target_batched_postgres.errors import RecordRejected
+from target_batched_postgres.json_strings import column_with, first_string, map_strings
 from target_batched_postgres.values import to_json_bytes
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 NOT_UTF8 = "holds a lone surrogate, which is not UTF-8 and which PostgreSQL cannot store"
-_CHANGE_PROPERTIES = (control.WHERE, control.MODEL)
-
-
-def holds_surrogate(value: Any) -> bool:
-    """Whether any string inside `value` (keys included) holds one; iterative, any depth."""
-    return first_surrogate(value) is not None
-
-
-def first_surrogate(value: Any) -> str | None:
-    """A lone surrogate found in a string inside `value` (keys included); iterative, any depth."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            found = SURROGATE.search(item)
-            if found:
-                return found.group()
-        elif isinstance(item, dict):  # in order: the first one found is the first one
-            stack.extend(reversed([part for pair in item.items() for part in pair]))
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    return None
 
 
 def surrogate_column(record: Mapping[str, Any]) -> str | None:
     """The first column (or `_sdc_where` / `_sdc_model`) whose name or value holds one."""
-    for key, value in record.items():
-        if key in control.CONTROL_PROPERTIES and key not in _CHANGE_PROPERTIES:
-            continue
-        if holds_surrogate(key) or holds_surrogate(value):
-            return key
-    return None
+    return column_with(record, SURROGATE.search)
 
 
 def not_utf8(exc: UnicodeEncodeError) -> RecordRejected:
@@ -77,35 +50,7 @@ def visible(text: str) -> str:
 
 def escape_surrogates(value: Any) -> Any:
     """`value` with each lone surrogate in its strings (keys too) as visible text; any depth."""
-    return map_strings(value, visible)
-
-
-def map_strings(value: Any, change: Callable[[str], str]) -> Any:
-    """A copy of `value` with `change` applied to each string holding a lone surrogate.
-
-    Iterative, any depth; the containers are copied, other values kept as they are.
-    """
-    holder: list[Any] = [None]
-    # Values still to copy: (source, the copy's parent, its key or index there).
-    pending: list[tuple[Any, Any, Any]] = [(value, holder, 0)]
-    while pending:
-        source, parent, slot = pending.pop()
-        if isinstance(source, str):
-            parent[slot] = change(source) if SURROGATE.search(source) else source
-        elif isinstance(source, dict):
-            copy: dict[Any, Any] = {}
-            for key, item in source.items():
-                new_key = change(key) if isinstance(key, str) and SURROGATE.search(key) else key
-                copy[new_key] = None
-                pending.append((item, copy, new_key))
-            parent[slot] = copy
-        elif isinstance(source, list):
-            items: list[Any] = [None] * len(source)
-            pending.extend((item, items, i) for i, item in enumerate(source))
-            parent[slot] = items
-        else:
-            parent[slot] = source
-    return holder[0]
+    return map_strings(value, SURROGATE.search, visible)
 
 
 def to_json_bytes_exact(value: Any) -> bytes:
@@ -123,7 +68,7 @@ def to_json_bytes_exact(value: Any) -> bytes:
         originals.append(text)
         return f"{tag}-{len(originals) - 1}"
 
-    data = to_json_bytes(map_strings(value, placeholder))
+    data = to_json_bytes(map_strings(value, SURROGATE.search, placeholder))
     for index, text in enumerate(originals):
         data = data.replace(to_json_bytes(f"{tag}-{index}"), json.dumps(text).encode("ascii"))
     return data
@@ -136,7 +81,8 @@ def describe_surrogate(record: Mapping[str, Any], error: str) -> str:
     column = surrogate_column(record)
     if column is None:
         return error
-    found = first_surrogate([column, record[column]]) or "\ud800"
+    text = first_string([column, record[column]], SURROGATE.search) or "\ud800"
+    found = next(char for char in text if "\ud800" <= char <= "\udfff")
     return (
         f"column {visible(column)!r} holds a lone surrogate (U+{ord(found):04X}), which is "
         f"not UTF-8 and which PostgreSQL cannot store; the payload keeps it as the text "
