@@ -529,10 +529,8 @@ class TargetBatchedPostgres(Target):
     def flush_table(self, route: TableRoute) -> None:
         """Flush every open bucket of the route's table, of any stream, oldest first."""
         routes = self._routes_by_table.get(route.spec.name) or [route]
-        if len(routes) == 1:
-            taken = [(route, bucket) for bucket in route.batcher.take_all()]
-        else:
-            taken = [(r, bucket) for r in routes for bucket in r.batcher.take_all()]
+        taken = [(r, bucket) for r in routes for bucket in r.batcher.take_all()]
+        if len(routes) > 1:  # one stream's buckets keep take_all's order
             taken.sort(key=lambda pair: pair[1].oldest_seq)
         for owner, bucket in taken:
             self._flush_bucket(owner, bucket)
