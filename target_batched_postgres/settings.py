@@ -247,7 +247,7 @@ def apply_env_switches(
                 raise ConfigError(f"{var}={raw!r}: expected an integer") from None
 
 
-def _setting(config: Mapping[str, Any], name: str) -> Any:
+def setting(config: Mapping[str, Any], name: str) -> Any:
     """A setting's value, or its CONFIG_SCHEMA default when missing or null."""
     value = config.get(name)
     if value is None:
@@ -265,9 +265,9 @@ def check_combinations(config: Mapping[str, Any], env: Mapping[str, str] = os.en
     `config` is the raw config after `apply_env_switches` (missing settings
     take their defaults); `env` only says whether `PUSH_TO_KAFKA` turned Kafka off.
     """
-    kafka_only = _names(_setting(config, "kafka_only_tables"))
-    db_only = _names(_setting(config, "db_only_tables"))
-    if kafka_only and not _setting(config, "kafka_enabled"):
+    kafka_only = _names(setting(config, "kafka_only_tables"))
+    db_only = _names(setting(config, "db_only_tables"))
+    if kafka_only and not setting(config, "kafka_enabled"):
         switch = env.get("PUSH_TO_KAFKA", "").strip()
         why = f"env PUSH_TO_KAFKA={switch}" if switch else "kafka_enabled is false"
         raise ConfigError(
@@ -283,7 +283,7 @@ def check_combinations(config: Mapping[str, Any], env: Mapping[str, str] = os.en
             "matches by its name or its table's name): their records would go neither to "
             "Kafka nor to PostgreSQL. Remove each from one of the two lists."
         )
-    template = str(_setting(config, "kafka_topic_template"))
+    template = str(setting(config, "kafka_topic_template"))
     problem = topic_template_problem(template)
     if problem is not None:
         raise ConfigError(f"kafka_topic_template {problem}")

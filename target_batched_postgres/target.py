@@ -38,6 +38,7 @@ from target_batched_postgres.settings import (
     CONFIG_SCHEMA,
     apply_env_switches,
     check_combinations,
+    setting,
 )
 from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sink import BatchedPostgresSink
@@ -202,10 +203,7 @@ class TargetBatchedPostgres(Target):
         return errors
 
     def _setting(self, name: str) -> Any:
-        value = self.config.get(name)
-        if value is None:
-            return CONFIG_SCHEMA["properties"][name].get("default")
-        return value
+        return setting(self.config, name)
 
     @property
     def validate_records(self) -> bool:
