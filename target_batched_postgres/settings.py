@@ -42,7 +42,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "max_batches_per_statement",
         th.IntegerType(minimum=1),
-        default=16,
+        default=32,
         description=(
             "When PostgreSQL falls behind, the batches of one table that are all waiting "
             "for it are written in one statement, up to this many (fewer, larger commits, "
