@@ -83,6 +83,9 @@ class TableStream(Stream):
         return iter(())
 
 
+GC_THRESHOLDS = (50_000, 20, 10)  # young, middle, full: see sync_all()
+
+
 class TapRedisStream(Tap):
     """Reads Redis Streams (plain fields, JSON, or the KV drainer's commands)."""
 
@@ -250,6 +253,10 @@ class TapRedisStream(Tap):
             # alive: frozen, the garbage collector stops traversing them in
             # every full collection the per-entry dicts trigger (~10% of a run).
             gc.freeze()
+            # And fewer collections (young: one per 50,000 allocations, not
+            # 700): on W3, 1,486 young, 135 middle and 12 full ones took
+            # 0.10 s; 141, 13 and 1 take 0.03 s. Entries hold no cycles.
+            gc.set_threshold(*GC_THRESHOLDS)
             reader.run()
             reader.writer.state(reader.state())
             self.logger.info(

@@ -99,6 +99,9 @@ def describe_config_error(
     return message
 
 
+GC_THRESHOLDS = (50_000, 20, 10)  # young, middle, full: see listen()
+
+
 class TargetBatchedPostgres(Target):
     """Batches by column signature, publishes to Kafka, then writes PostgreSQL."""
 
@@ -272,6 +275,13 @@ class TargetBatchedPostgres(Target):
         # What is alive now (the SDK, settings, connections) lives to the end:
         # frozen, full collections stop traversing it (~5% of a W1 run).
         gc.freeze()
+        # The records waiting in buckets and in flight survive the young
+        # collections, which Python's default (one per 700 allocations) then
+        # runs ~1,300 times on W1 and promotes into ~110 middle and 9 full
+        # ones: 0.59 s of the main thread's ~2 s. One per 50,000 allocations:
+        # 138, 12 and 1, 0.05 s. Records hold no reference cycles; they are
+        # freed by reference counting whatever the thresholds.
+        gc.set_threshold(*GC_THRESHOLDS)
         super().listen(file_input)
 
     def _handle_termination(self, signum: int, frame: Any) -> None:
