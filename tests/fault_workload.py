@@ -366,8 +366,13 @@ class Verdict:
     kafka_duplicates: int = 0
     states_checked: int = 0
 
-    def add(self, problem: str) -> None:
-        if len(self.problems) < 50:
+    shown: Counter[str] = field(default_factory=Counter)  # problems kept, per check
+
+    def add(self, problem: str, check: str = "tables") -> None:
+        """Keep up to 50 problems of each check: a run that loses many rows must
+        still show what check_states or check_kafka found."""
+        if self.shown[check] < 50:
+            self.shown[check] += 1
             self.problems.append(problem)
 
 
@@ -454,7 +459,8 @@ def check_states(
                 if any(t is None or t > seen_at for t in times):
                     verdict.add(
                         f"STATE {key}={bookmark} read at {seen_at:%H:%M:%S.%f} passed entry "
-                        f"{entry.entry_id} ({entry.kind}, {entry.poison or 'ok'}) committed at {times}"
+                        f"{entry.entry_id} ({entry.kind}, {entry.poison or 'ok'}) committed at {times}",
+                        check="states",
                     )
                     break
 
@@ -478,23 +484,24 @@ def check_kafka(
         stream = message.headers.get("source_stream")
         entry_id = message.headers.get("source_entry_id")
         if stream is None or entry_id is None:
-            verdict.add(f"Kafka message on {message.topic} without source headers")
+            verdict.add(f"Kafka message on {message.topic} without source headers", check="kafka")
             continue
         source = (stream.decode(), entry_id.decode())
         entry = by_source.get(source)
         if entry is None or not entry.publishable:
-            verdict.add(f"Kafka message for {source}, which is no publishable entry")
+            verdict.add(f"Kafka message for {source}, which is no publishable entry", check="kafka")
             continue
         seen.setdefault(source, []).append(message.value)
     verdict.kafka_messages += len(messages)
     for source, values in seen.items():
         verdict.kafka_duplicates += len(values) - 1
         if len(set(values)) > 1:
-            verdict.add(f"Kafka duplicates of {source} differ: {values[:2]!r}")
+            verdict.add(f"Kafka duplicates of {source} differ: {values[:2]!r}", check="kafka")
     wanted = [e for e in (expected if expected is not None else entries) if e.publishable]
     absent = [e for e in wanted if e.source not in seen]
     if absent:
         verdict.add(
             f"{len(absent)} publishable entries never reached Kafka, e.g. "
-            + ", ".join(f"{e.source} ({e.kind} {e.table}, {e.poison or 'ok'})" for e in absent[:3])
+            + ", ".join(f"{e.source} ({e.kind} {e.table}, {e.poison or 'ok'})" for e in absent[:3]),
+            check="kafka",
         )
