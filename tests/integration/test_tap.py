@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import io
 import json
 import signal
@@ -23,6 +25,7 @@ from tap_redis_stream.locks import ShardLocks
 from tap_redis_stream.messages import MessageWriter
 from tap_redis_stream.metrics_server import TapMetrics
 from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
+from tap_redis_stream.tap import TapRedisStream
 from tests import kv_workload
 from tests.integration.tap_helpers import TAP_BIN, run_tap
 from tests.servers import free_port
@@ -84,6 +87,19 @@ def test_three_runs_read_every_entry_exactly_once(tmp_path, redis_url, redis_cli
     for key in {k for k, _ in seen}:
         stored = [(key, i.decode()) for i, _ in redis_client.xrange(key)]
         assert sorted(s for s in seen if s[0] == key) == sorted(stored)
+
+
+def test_an_in_process_run_leaves_the_garbage_collector_as_it_was(redis_url, redis_client, unique):
+    """Only the command line tunes the collector (startup objects frozen, fewer
+    collections): a tap run inside another program leaves that program's as it was."""
+    base = f"gc-{unique}"
+    seed(redis_client, base, 5)
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        TapRedisStream(config=config(redis_url, f"{base}{{shard-*}}")).sync_all()
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    assert out.getvalue().count('"type":"RECORD"') == 5
 
 
 def test_entry_ids_compare_as_numbers(tmp_path, redis_url, redis_client, unique):

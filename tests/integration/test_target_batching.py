@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
+import io
 import json
 import time
 from decimal import Decimal
@@ -13,6 +16,7 @@ from psycopg import sql
 from singer_sdk.exceptions import MissingKeyPropertiesError
 
 from target_batched_postgres.metrics import DrainerMetric
+from target_batched_postgres.target import TargetBatchedPostgres
 from tests.integration.target_helpers import (
     config,
     metric_totals,
@@ -496,3 +500,15 @@ def test_a_record_without_its_key_property_is_refused_with_the_sdk_error(pg_url,
     run.feed(lines)
     with pytest.raises(MissingKeyPropertiesError, match="missing one or more key_properties"):
         run.feed([record_msg("people", {"name": "no id"})])
+
+
+def test_an_in_process_run_leaves_the_garbage_collector_as_it_was(pg_url, pg_schema, pg_conn):
+    """Only the command line tunes the collector (startup objects frozen, fewer
+    collections): a target run inside another program leaves that program's as it was."""
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    lines = [schema_msg("people", PROPS, ["id"]), record_msg("people", {"id": 1, "name": "a"})]
+    target = TargetBatchedPostgres(config=config(pg_url, pg_schema))
+    with contextlib.redirect_stdout(io.StringIO()):
+        target.listen(io.StringIO("\n".join(lines) + "\n"))
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    assert [r[0] for r in rows(pg_conn, pg_schema, "people")] == [1]
