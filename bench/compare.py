@@ -486,24 +486,21 @@ def main(argv: list[str] | None = None) -> int:
             repeat,
         )
         b.measure(Row("W1", "raw COPY, one transaction", n), lambda: b.raw_copy(w1, n, 0), repeat)
-        ours_w1 = (
-            Row("W1", "target-batched-postgres, Kafka off", n),
-            lambda: b.our_target(w1, n, kafka=False, env=batch_env),
-        )
-        if args.skip_peers:
-            b.measure_alternating([ours_w1], repeat)
-        else:
-            # Their ratio is a goal: they take turns, so both see the same VM.
-            b.measure_alternating(
-                [
-                    ours_w1,
-                    (
-                        Row("W1", "meltanolabs target-postgres 0.8.1", n),
-                        lambda: b.peer("meltanolabs", w1, n),
-                    ),
-                ],
-                repeat,
+        w1_rows: list[tuple[Row, Callable[[], tuple[float, float, int | None]]]] = [
+            (
+                Row("W1", "target-batched-postgres, Kafka off", n),
+                lambda: b.our_target(w1, n, kafka=False, env=batch_env),
             )
+        ]
+        if not args.skip_peers:
+            # Their ratio is a goal: they take turns, so both see the same VM.
+            w1_rows.append(
+                (
+                    Row("W1", "meltanolabs target-postgres 0.8.1", n),
+                    lambda: b.peer("meltanolabs", w1, n),
+                )
+            )
+        b.measure_alternating(w1_rows, repeat)
         b.measure(
             Row("W1", "target-batched-postgres, Kafka on", n),
             lambda: b.our_target(w1, n, kafka=True, env=batch_env),
