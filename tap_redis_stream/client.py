@@ -25,6 +25,8 @@ from redis.retry import Retry
 
 from tap_redis_stream.entry_id import MAX_ID, EntryId
 
+_new_tuple = tuple.__new__
+
 logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
@@ -132,7 +134,13 @@ def _xread_reply(response: Any, **options: Any) -> Batch:
     """
     if not response:
         return []
-    parse = EntryId.parse
+    try:
+        return _batch(response, _server_id)
+    except ValueError:
+        return _batch(response, EntryId.parse)  # raises, naming the ID that is not one
+
+
+def _batch(response: Any, parse: Callable[[bytes], EntryId]) -> Batch:
     return [
         (
             _text(key),
@@ -140,6 +148,12 @@ def _xread_reply(response: Any, **options: Any) -> Batch:
         )
         for key, entries in (response.items() if isinstance(response, dict) else response)
     ]
+
+
+def _server_id(text: bytes) -> EntryId:
+    """EntryId.parse for the bytes IDs of a server's reply, in about half its time."""
+    ms, _, seq = text.partition(b"-")
+    return _new_tuple(EntryId, (int(ms), int(seq)))
 
 
 def _key_text(key: Any, pattern: str) -> str:

@@ -39,7 +39,7 @@ class EntryId(NamedTuple):
         return EntryId(self.ms, self.seq + 1)
 
     def __str__(self) -> str:
-        return f"{self.ms}-{self.seq}"
+        return "%d-%d" % self  # noqa: UP031 (a third faster than the f-string's two attribute reads)
 
 
 ZERO = EntryId(0, 0)

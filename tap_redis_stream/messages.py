@@ -71,7 +71,7 @@ class TableSchema:
         self.reserved = reserved
         self.types: dict[str, str | None] = {}
         self.unset: set[str] = set()  # columns seen only with null so far
-        self._shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
+        self._shapes: set[tuple[str | type, ...]] = set()
 
     def observe(self, row: Mapping[str, Any]) -> bool:
         """Take in a row's columns; True when the schema changed.
@@ -82,12 +82,13 @@ class TableSchema:
         # A row with the columns and value types of a row seen before cannot
         # change the schema (types only widen): one set lookup per row
         # instead of a type check per value. A shape seen before was also
-        # checked for reserved names.
-        shape = (tuple(row), tuple(map(type, row.values())))
+        # checked for reserved names. The shape is the column names, then the
+        # value types: one flat tuple, as no name (a str) is a type.
+        shape: tuple[str | type, ...] = (*row, *map(type, row.values()))
         if shape in self._shapes:
             return False
-        if not self.reserved.isdisjoint(shape[0]):
-            taken = sorted(self.reserved.intersection(shape[0]))
+        if not self.reserved.isdisjoint(row):
+            taken = sorted(self.reserved.intersection(row))
             names = ", ".join(map(repr, taken))
             which = f"column {names} has" if len(taken) == 1 else f"columns {names} have"
             raise EntryParseError(
@@ -154,6 +155,8 @@ class MessageWriter:
         self.tables: dict[str, TableSchema] = {}
         self.records_written = 0
         self._pending = bytearray()  # lines not written yet: out with the next STATE
+        # (table, stream key, force_drain) -> the bytes around an insert's row.
+        self._insert_frames: dict[tuple[str, str, bool], tuple[bytes, bytes]] = {}
 
     def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
         if operation.table in self._deselected:
@@ -175,8 +178,13 @@ class MessageWriter:
                     "key_properties": table.key_properties,
                 }
             )
+        row = operation.row
+        if operation.kind == "insert" and row and operation.model is None:
+            self._write_insert(table.name, row, stream_key, operation.force_drain, entry_id)
+            self.records_written += 1
+            return
         record = {
-            **operation.row,
+            **row,
             control.OPERATION: operation.kind,
             control.FORCE_DRAIN: operation.force_drain,
             control.SOURCE_STREAM: stream_key,
@@ -188,6 +196,62 @@ class MessageWriter:
             record[control.MODEL] = operation.model
         self._write({"type": "RECORD", "stream": table.name, "record": record})
         self.records_written += 1
+
+    def _write_insert(
+        self,
+        table: str,
+        row: Mapping[str, Any],
+        stream_key: str,
+        force_drain: bool,
+        entry_id: str,
+    ) -> None:
+        """An insert's RECORD line, the bytes `_write` would give, without building its dicts.
+
+        The row is encoded alone, its closing brace replaced by the control
+        properties' bytes; see _insert_frame. The row is not empty, and
+        observe has refused control property names in it.
+        """
+        frame = self._insert_frames.get((table, stream_key, force_drain))
+        if frame is None:
+            frame = self._insert_frame(table, stream_key, force_drain)
+        pending = self._pending
+        size = len(pending)
+        pending += frame[0]
+        try:
+            _ENCODER.encode_into(row, pending, -1)
+            pending[-1:] = frame[1]
+            _ENCODER.encode_into(entry_id, pending, -1)
+        except BaseException:
+            del pending[size:]  # a message that cannot be encoded leaves no partial line
+            raise
+        pending += b"}}\n"
+
+    def _insert_frame(self, table: str, stream_key: str, force_drain: bool) -> tuple[bytes, bytes]:
+        """The bytes before an insert's row and between its last value and its entry ID.
+
+        `{"type":"RECORD","stream":T,"record":` and
+        `,"_sdc_operation":"insert",...,"_sdc_source_entry_id":`, cut from the
+        encoding of a whole message with a one-column row and an ID of 0.
+        """
+        line = dumps(
+            {
+                "type": "RECORD",
+                "stream": table,
+                "record": {
+                    "": 0,
+                    control.OPERATION: "insert",
+                    control.FORCE_DRAIN: force_drain,
+                    control.SOURCE_STREAM: stream_key,
+                    control.SOURCE_ENTRY_ID: 0,
+                },
+            }
+        )
+        row_at = line.index(b'"record":{"":0,') + len(b'"record":')
+        frame = (line[:row_at], line[row_at + len(b'{"":0') : -len(b"0}}")])
+        if len(self._insert_frames) >= MAX_SHAPES:
+            self._insert_frames.clear()
+        self._insert_frames[(table, stream_key, force_drain)] = frame
+        return frame
 
     def state(self, value: Mapping[str, Any]) -> None:
         """Write the lines held back, then this STATE, in one write, and flush."""

@@ -239,18 +239,23 @@ class Reader:
     ) -> bool:
         """Process one key's entries in order, up to `end`; True when the key is done."""
         records_before = self.writer.records_written
-        taken = 0
         done = False
+        # IDs ascend within a key: where `end` and the record limit cut the
+        # batch is known before the first entry.
+        if end is not None and entries and entries[-1][0] >= end:
+            done = True
+            if entries[-1][0] > end:
+                entries = [entry for entry in entries if entry[0] <= end]
+        limit = self.s.record_limit
+        if limit is not None and len(entries) > (room := max(limit - self.entries_seen, 0)):
+            entries = entries[:room]
+            done = True
+        process = self.process
+        taken = 0
         for entry_id, fields in entries:
-            if (end is not None and entry_id > end) or self.limit_reached():
-                done = True
-                break
-            self.process(key, entry_id, fields)
+            process(key, entry_id, fields)
             taken += 1
             cursors[key] = entry_id
-            if end is not None and entry_id >= end:
-                done = True
-                break
         self.metrics.key_done(key, taken, self.writer.records_written - records_before)
         if self.lag is not None and taken:
             self.lag.advanced(key, taken, cursors[key])

@@ -43,6 +43,15 @@ def test_xread_reply_becomes_the_batch_in_one_pass(resp3):
     assert _xread_reply({} if resp3 else []) == []
 
 
+def test_xread_reply_ids_parse_as_entry_id_parse_does():
+    # The reply's IDs take a shorter parse; what it refuses gets EntryId.parse's.
+    assert _xread_reply([[b"k", [[b"5", [b"f", b"v"]], [b"5-3", [b"f", b"v"]]]]]) == [
+        ("k", [(EntryId(5, 0), {b"f": b"v"}), (EntryId(5, 3), {b"f": b"v"})])
+    ]
+    with pytest.raises(ValueError, match="not a stream entry ID: '1-x'"):
+        _xread_reply([[b"k", [[b"1-1", [b"f", b"v"]], [b"1-x", [b"f", b"v"]]]]])
+
+
 def test_bookmarks_from_state():
     assert bookmarks_from_state({"stream_ids": {"k": "1-10"}}) == {"k": EntryId(1, 10)}
     assert bookmarks_from_state(None) == {}
@@ -86,6 +95,51 @@ def test_writer_emits_schema_once_then_on_growth():
     writer.flush()
     kinds = [line.split(b'"type":"')[1].split(b'"')[0] for line in out.getvalue().splitlines()]
     assert kinds == [b"SCHEMA", b"RECORD", b"RECORD", b"SCHEMA", b"RECORD"]
+
+
+@pytest.mark.parametrize("force_drain", [False, True])
+@pytest.mark.parametrize(
+    ("table", "stream_key"),
+    [("t", "k"), ('we"ird\\tab\u00e9', 'ke"y{shard-\u20ac}'), ("record", '"record":{"":0,')],
+)
+def test_an_insert_line_is_the_message_encoded_whole(table, stream_key, force_drain):
+    # Inserts are spliced from cached bytes around the row's encoding; the
+    # bytes must be those of the whole message encoded at once.
+    out = io.BytesIO()
+    writer = MessageWriter(["id"], out=out)
+    rows = [
+        {"id": 1},
+        {
+            "id": 2,
+            "n": decimal.Decimal("1.50"),
+            "s": 'q"\\\u00e9\n',
+            "l": [None, "a"],
+            "j": {"k": 1},
+        },
+    ]
+    for n, row in enumerate(rows):
+        writer.record(
+            Operation(table, "insert", row, force_drain=force_drain), stream_key, f"9-{n}"
+        )
+    writer.flush()
+    records = [line for line in out.getvalue().splitlines() if b'"type":"RECORD"' in line]
+    expected = [
+        dumps(
+            {
+                "type": "RECORD",
+                "stream": table,
+                "record": {
+                    **row,
+                    "_sdc_operation": "insert",
+                    "_sdc_force_drain": force_drain,
+                    "_sdc_source_stream": stream_key,
+                    "_sdc_source_entry_id": f"9-{n}",
+                },
+            }
+        )
+        for n, row in enumerate(rows)
+    ]
+    assert records == expected
 
 
 def test_fields_decoder():
