@@ -107,7 +107,7 @@ def test_an_insert_line_is_the_message_encoded_whole(table, stream_key, force_dr
     # bytes must be those of the whole message encoded at once.
     out = io.BytesIO()
     writer = MessageWriter(["id"], out=out)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": 1},
         {
             "id": 2,
