@@ -42,5 +42,14 @@ class EntryId(NamedTuple):
         return "%d-%d" % self  # noqa: UP031 (a third faster than the f-string's two attribute reads)
 
 
+def parse_reply_id(text: bytes) -> EntryId:
+    """EntryId.parse for a server reply's `<ms>-<seq>` bytes, in about half its time.
+
+    Raises ValueError (unworded) for anything else: parse that with EntryId.parse.
+    """
+    ms, _, seq = text.partition(b"-")
+    return _new_tuple(EntryId, (int(ms), int(seq)))
+
+
 ZERO = EntryId(0, 0)
 MAX_ID = EntryId(2**64 - 1, MAX_SEQ)  # the last ID Redis allows: 18446744073709551615-...

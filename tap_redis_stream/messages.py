@@ -134,6 +134,24 @@ class TableSchema:
         return {"type": "object", "properties": properties, "additionalProperties": True}
 
 
+def _record_message(
+    table: str, operation: Operation, stream_key: str, entry_id: str
+) -> dict[str, Any]:
+    """The RECORD message of an operation: its row, then the control properties."""
+    record = {
+        **operation.row,
+        control.OPERATION: operation.kind,
+        control.FORCE_DRAIN: operation.force_drain,
+        control.SOURCE_STREAM: stream_key,
+        control.SOURCE_ENTRY_ID: entry_id,
+    }
+    if operation.kind != "insert":
+        record[control.WHERE] = operation.where
+    if operation.model is not None:
+        record[control.MODEL] = operation.model
+    return {"type": "RECORD", "stream": table, "record": record}
+
+
 class ByteSink(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
@@ -183,18 +201,7 @@ class MessageWriter:
             self._write_insert(table.name, row, stream_key, operation.force_drain, entry_id)
             self.records_written += 1
             return
-        record = {
-            **row,
-            control.OPERATION: operation.kind,
-            control.FORCE_DRAIN: operation.force_drain,
-            control.SOURCE_STREAM: stream_key,
-            control.SOURCE_ENTRY_ID: entry_id,
-        }
-        if operation.kind != "insert":
-            record[control.WHERE] = operation.where
-        if operation.model is not None:
-            record[control.MODEL] = operation.model
-        self._write({"type": "RECORD", "stream": table.name, "record": record})
+        self._write(_record_message(table.name, operation, stream_key, entry_id))
         self.records_written += 1
 
     def _write_insert(
@@ -231,23 +238,12 @@ class MessageWriter:
 
         `{"type":"RECORD","stream":T,"record":` and
         `,"_sdc_operation":"insert",...,"_sdc_source_entry_id":`, cut from the
-        encoding of a whole message with a one-column row and an ID of 0.
+        message `_record_message` makes for a one-column row and the ID "0".
         """
-        line = dumps(
-            {
-                "type": "RECORD",
-                "stream": table,
-                "record": {
-                    "": 0,
-                    control.OPERATION: "insert",
-                    control.FORCE_DRAIN: force_drain,
-                    control.SOURCE_STREAM: stream_key,
-                    control.SOURCE_ENTRY_ID: 0,
-                },
-            }
-        )
+        placeholder = Operation(table, "insert", {"": 0}, force_drain=force_drain)
+        line = dumps(_record_message(table, placeholder, stream_key, "0"))
         row_at = line.index(b'"record":{"":0,') + len(b'"record":')
-        frame = (line[:row_at], line[row_at + len(b'{"":0') : -len(b"0}}")])
+        frame = (line[:row_at], line[row_at + len(b'{"":0') : -len(b'"0"}}')])
         if len(self._insert_frames) >= MAX_SHAPES:
             self._insert_frames.clear()
         self._insert_frames[(table, stream_key, force_drain)] = frame
