@@ -15,8 +15,9 @@ statements per 1,000 records (pg_stat_statements, every statement the row's
 process ran) and the process's peak RSS. Our target and raw COPY write into a
 pre-created W1 table (uuid key, jsonb, text[]: the drainer's case, tables
 exist); the peers create their own tables from the SCHEMA. Where a ratio is
-a goal the two rows take turns, run by run: the tap and the raw XRANGE loop,
-and our target (W1, Kafka off) and meltanolabs target-postgres.
+a goal the rows take turns, run by run: the tap (alone and with two decode
+workers) and the raw XRANGE loop, our target (W1, Kafka off) and meltanolabs
+target-postgres, and the `meltano run` of W3 without and with decode workers.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ W3_SHARDS = 8
 MELTANO_W3 = "meltano run tap-redis-stream target-batched-postgres"
 EMPTY_RUN = "meltano run, empty stream: the fixed cost of a run"
 TARGET_W3 = "target-batched-postgres alone, Kafka on, from the tap's output"
+TAP_WORKERS_W3 = "tap-redis-stream alone, decode_workers=2"
 
 
 @dataclass
@@ -287,9 +289,10 @@ class Bench:
             "entry_format": "euler_kv",
         }
 
-    def tap_alone(self) -> tuple[float, float, int | None]:
+    def tap_alone(self, decode_workers: int = 0) -> tuple[float, float, int | None]:
         config_path = DATA / "tap.json"
-        config_path.write_text(json.dumps(self.tap_config()))
+        workers = {"decode_workers": decode_workers} if decode_workers else {}
+        config_path.write_text(json.dumps(self.tap_config() | workers))
         seconds, rss, _ = run_process([str(BIN / "tap-redis-stream"), "--config", str(config_path)])
         return seconds, rss, None
 
@@ -315,7 +318,7 @@ class Bench:
             )
         return path
 
-    def meltano_run(self, records: int) -> tuple[float, float, int | None]:
+    def meltano_run(self, records: int, decode_workers: int = 0) -> tuple[float, float, int | None]:
         schema = self.fresh_schema(w1_table=False)
         for table in kv_workload.TABLES:
             self.conn.execute(table.ddl(schema))
@@ -326,6 +329,7 @@ class Bench:
                 "TAP_REDIS_STREAM_REDIS_URL": self.redis.url,
                 "TAP_REDIS_STREAM_STREAM_KEYS": json.dumps([f"{W3_STREAM_BASE}{{shard-*}}"]),
                 "TAP_REDIS_STREAM_ENTRY_FORMAT": "euler_kv",
+                "TAP_REDIS_STREAM_DECODE_WORKERS": str(decode_workers),
                 "TARGET_BATCHED_POSTGRES_DATABASE_URL": self.pg.url,
                 "TARGET_BATCHED_POSTGRES_DEFAULT_TARGET_SCHEMA": schema,
                 "TARGET_BATCHED_POSTGRES_KAFKA_BOOTSTRAP_SERVERS": self.kafka.url,
@@ -433,6 +437,10 @@ def derived(rows: list[Row], args: argparse.Namespace) -> None:
          rate("W1", "raw COPY, one transaction")),
         ("W3 tap alone / raw XRANGE + decode", rate("W3", "tap-redis-stream alone"),
          rate("W3", "raw redis-py XRANGE + zstd + orjson")),
+        ("W3 tap alone, decode_workers=2 / raw XRANGE + decode", rate("W3", TAP_WORKERS_W3),
+         rate("W3", "raw redis-py XRANGE + zstd + orjson")),
+        ("W3 meltano run, decode_workers=2 / decode_workers=0",
+         rate("W3", f"{MELTANO_W3}, decode_workers=2"), rate("W3", MELTANO_W3)),
     ]  # fmt: skip
     print()
     for label, a, b in pairs:
@@ -534,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 (Row("W3", "raw redis-py XRANGE + zstd + orjson", n), b.raw_xrange),
                 (Row("W3", "tap-redis-stream alone", n), b.tap_alone),
+                (Row("W3", TAP_WORKERS_W3, n), lambda: b.tap_alone(decode_workers=2)),
             ],
             repeat,
         )
@@ -544,11 +553,14 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: b.our_target(tap_output, n, kafka=True, w3=True),
                 repeat,
             )
-            b.measure(
-                Row("W3", MELTANO_W3, n),
-                lambda: b.meltano_run(n),
+            b.measure_alternating(
+                [
+                    (Row("W3", MELTANO_W3, n), lambda: b.meltano_run(n)),
+                    (Row("W3", f"{MELTANO_W3}, decode_workers=2", n),
+                     lambda: b.meltano_run(n, decode_workers=2)),
+                ],
                 repeat,
-            )
+            )  # fmt: skip
         if args.rss_records:
             big = workload_file("w1", args.rss_records)
             b.measure(

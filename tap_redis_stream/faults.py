@@ -9,7 +9,8 @@ The same variables drive target_batched_postgres.faults; the point names differ.
 The tap's points:
 
 - `between_reads`: a read batch's records and its STATE are written, the next
-  XREAD has not run.
+  XREAD has not run. With `decode_workers`, the batch was sent to a worker:
+  the records and STATE written are those of the batches already decoded.
 """
 
 from __future__ import annotations

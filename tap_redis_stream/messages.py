@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import decimal
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any, Protocol
 
 import msgspec
@@ -59,6 +59,19 @@ def widen(current: str | None, seen: str) -> str | None:
     return None
 
 
+def check_reserved(table: str, reserved: frozenset[str], columns: Iterable[str]) -> None:
+    """Raise EntryParseError when a column has a reserved name (a control property's)."""
+    if reserved.isdisjoint(columns):
+        return
+    taken = sorted(reserved.intersection(columns))
+    names = ", ".join(map(repr, taken))
+    which = f"column {names} has" if len(taken) == 1 else f"columns {names} have"
+    raise EntryParseError(
+        f"table {table!r}: {which} the name of a control property the tap "
+        "adds to every record; rename it (euler_kv: with a `mappings` entry)"
+    )
+
+
 class TableSchema:
     """Columns seen for one table and their inferred types."""
 
@@ -87,17 +100,18 @@ class TableSchema:
         shape: tuple[str | type, ...] = (*row, *map(type, row.values()))
         if shape in self._shapes:
             return False
-        if not self.reserved.isdisjoint(row):
-            taken = sorted(self.reserved.intersection(row))
-            names = ", ".join(map(repr, taken))
-            which = f"column {names} has" if len(taken) == 1 else f"columns {names} have"
-            raise EntryParseError(
-                f"table {self.name!r}: {which} the name of a control property the tap "
-                "adds to every record; rename it (euler_kv: with a `mappings` entry)"
-            )
+        changed = self.take_in(tuple(row), tuple(map(json_type, row.values())))
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes.add(shape)
+        return changed
+
+    def take_in(self, columns: Sequence[str], kinds: Sequence[str | None]) -> bool:
+        """Take in a row's column names and their values' JSON types; True when the
+        schema changed. Raises EntryParseError, taking nothing in, for a reserved name."""
+        check_reserved(self.name, self.reserved, columns)
         changed = False
-        for column, value in row.items():
-            kind = json_type(value)
+        for column, kind in zip(columns, kinds, strict=True):
             if column not in self.types:
                 self.types[column] = kind
                 if kind is None:
@@ -111,9 +125,6 @@ class TableSchema:
                 elif (new := widen(self.types[column], kind)) != self.types[column]:
                     self.types[column] = new
                     changed = True
-        if len(self._shapes) >= MAX_SHAPES:
-            self._shapes.clear()
-        self._shapes.add(shape)
         return changed
 
     @property
@@ -158,53 +169,33 @@ class ByteSink(Protocol):
     def flush(self) -> None: ...
 
 
-class MessageWriter:
-    """Writes SCHEMA (when a table's columns change), RECORD and STATE lines."""
+class RecordLines:
+    """RECORD lines (and any other message) encoded into one buffer, `pending`."""
 
-    def __init__(
-        self,
-        key_properties: list[str],
-        out: ByteSink | None = None,
-        deselected: set[str] | None = None,
-    ) -> None:
-        self._out = out
-        self._keys = key_properties
-        self._deselected = deselected or set()
-        self.tables: dict[str, TableSchema] = {}
-        self.records_written = 0
-        self._pending = bytearray()  # lines not written yet: out with the next STATE
+    def __init__(self) -> None:
+        self.pending = bytearray()
         # (table, stream key, force_drain) -> the bytes around an insert's row.
         self._insert_frames: dict[tuple[str, str, bool], tuple[bytes, bytes]] = {}
 
     def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
-        if operation.table in self._deselected:
-            return
-        table = self.tables.get(operation.table)
-        new = table is None
-        if table is None:
-            table = TableSchema(operation.table, self._keys, reserved=control.CONTROL_PROPERTIES)
-        # A table's first entry may be a delete (no columns): it needs a SCHEMA too.
-        # observe refuses a row with a control property's name; a new table
-        # is kept only once it has a row, so that its SCHEMA is written.
-        if table.observe(operation.row) or new:
-            self.tables[operation.table] = table
-            self._write(
-                {
-                    "type": "SCHEMA",
-                    "stream": table.name,
-                    "schema": table.json_schema(),
-                    "key_properties": table.key_properties,
-                }
-            )
+        """The operation's RECORD line; its table's SCHEMA is the caller's."""
         row = operation.row
         if operation.kind == "insert" and row and operation.model is None:
-            self._write_insert(table.name, row, stream_key, operation.force_drain, entry_id)
-            self.records_written += 1
-            return
-        self._write(_record_message(table.name, operation, stream_key, entry_id))
-        self.records_written += 1
+            self._insert(operation.table, row, stream_key, operation.force_drain, entry_id)
+        else:
+            self.message(_record_message(operation.table, operation, stream_key, entry_id))
 
-    def _write_insert(
+    def message(self, message: Mapping[str, Any]) -> None:
+        pending = self.pending
+        size = len(pending)
+        try:
+            _ENCODER.encode_into(message, pending, -1)
+        except BaseException:
+            del pending[size:]  # a message that cannot be encoded leaves no partial line
+            raise
+        pending += b"\n"
+
+    def _insert(
         self,
         table: str,
         row: Mapping[str, Any],
@@ -212,7 +203,7 @@ class MessageWriter:
         force_drain: bool,
         entry_id: str,
     ) -> None:
-        """An insert's RECORD line, the bytes `_write` would give, without building its dicts.
+        """An insert's RECORD line, the bytes `message` would give, without building its dicts.
 
         The row is encoded alone, its closing brace replaced by the control
         properties' bytes; see _insert_frame. The row is not empty, and
@@ -221,7 +212,7 @@ class MessageWriter:
         frame = self._insert_frames.get((table, stream_key, force_drain))
         if frame is None:
             frame = self._insert_frame(table, stream_key, force_drain)
-        pending = self._pending
+        pending = self.pending
         size = len(pending)
         pending += frame[0]
         try:
@@ -249,14 +240,70 @@ class MessageWriter:
         self._insert_frames[(table, stream_key, force_drain)] = frame
         return frame
 
+
+class MessageWriter:
+    """Writes SCHEMA (when a table's columns change), RECORD and STATE lines."""
+
+    def __init__(
+        self,
+        key_properties: list[str],
+        out: ByteSink | None = None,
+        deselected: set[str] | None = None,
+    ) -> None:
+        self._out = out
+        self._keys = key_properties
+        self.deselected = deselected or set()
+        self.tables: dict[str, TableSchema] = {}
+        self.records_written = 0
+        self._lines = RecordLines()  # lines not written yet: out with the next STATE
+
+    def record(self, operation: Operation, stream_key: str, entry_id: str) -> None:
+        if operation.table in self.deselected:
+            return
+        table = self.tables.get(operation.table)
+        if table is None:
+            table = self._new_table(operation.table)
+        # observe refuses a row with a control property's name; a new table
+        # is kept only once it has a row, so that its SCHEMA is written.
+        self._schema(table, table.observe(operation.row))
+        self._lines.record(operation, stream_key, entry_id)
+        self.records_written += 1
+
+    def take_in(self, table_name: str, columns: Sequence[str], kinds: Sequence[str | None]) -> None:
+        """A row shape decoded elsewhere (see decode_pool): its SCHEMA when it changes one."""
+        table = self.tables.get(table_name)
+        if table is None:
+            table = self._new_table(table_name)
+        self._schema(table, table.take_in(columns, kinds))
+
+    def lines(self, data: bytes | memoryview) -> None:
+        """RECORD lines encoded elsewhere (see decode_pool), after their tables' SCHEMA."""
+        self._lines.pending += data
+
+    def _new_table(self, name: str) -> TableSchema:
+        return TableSchema(name, self._keys, reserved=control.CONTROL_PROPERTIES)
+
+    def _schema(self, table: TableSchema, changed: bool) -> None:
+        # A table's first entry may be a delete (no columns): it needs a SCHEMA too.
+        if changed or table.name not in self.tables:
+            self.tables[table.name] = table
+            self._lines.message(
+                {
+                    "type": "SCHEMA",
+                    "stream": table.name,
+                    "schema": table.json_schema(),
+                    "key_properties": table.key_properties,
+                }
+            )
+
     def state(self, value: Mapping[str, Any]) -> None:
         """Write the lines held back, then this STATE, in one write, and flush."""
-        self._write({"type": "STATE", "value": value})
+        self._lines.message({"type": "STATE", "value": value})
         self.flush()
 
     def flush(self) -> None:
         """Write the lines held back (SCHEMA and RECORD lines go out with the next STATE)."""
-        lines, self._pending = self._pending, bytearray()
+        lines, self._lines.pending = self._lines.pending, bytearray()
         stream = self._stream()
         write_all(stream, lines)
         stream.flush()
@@ -266,17 +313,6 @@ class MessageWriter:
         if self._out is not None:
             return self._out
         return getattr(sys.stdout, "buffer", None) or _TextAdapter(sys.stdout)
-
-    def _write(self, message: Mapping[str, Any]) -> None:
-        # Held until the next STATE: one write per read batch, not per record.
-        pending = self._pending
-        size = len(pending)
-        try:
-            _ENCODER.encode_into(message, pending, -1)
-        except BaseException:
-            del pending[size:]  # a message that cannot be encoded leaves no partial line
-            raise
-        pending += b"\n"
 
 
 def write_all(stream: ByteSink, data: bytes | bytearray) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from tap_redis_stream.client import DuplicateFields, StreamClient, owns
+from tap_redis_stream.client import StreamClient, owns
+from tap_redis_stream.decode_pool import Batch, Decoded, DecodePool, decode_entry, entry_at
 from tap_redis_stream.entries import (
     ENTRY_FAILURES,
     EntryDecoder,
@@ -61,6 +62,7 @@ class ReaderSettings:
     follow: bool
     heartbeat_seconds: float
     trim_acknowledged: bool
+    decode_workers: int = 0
 
 
 class Reader:
@@ -98,6 +100,10 @@ class Reader:
         )
         self.entries_seen = 0
         self._state_at = 0.0
+        # With decode workers: the batch being read, and the pool it goes to.
+        self.pool: DecodePool | None = None
+        self._outgoing: Batch = []
+        self._pool_broken = False
         self._lag_at = float("-inf")
         foreign = sorted(k for k in self.bookmarks if not self.mine(k))
         if foreign:
@@ -138,6 +144,9 @@ class Reader:
     def run(self) -> None:
         self.metrics.started()
         try:
+            if self.s.decode_workers > 0:
+                self.pool = DecodePool(self.s.decode_workers, self.decoder, self.writer.deselected)
+                self.pool.start()
             keys = self.redis("list the stream keys", self.owned_keys)
             logger.info("Reading %d stream key(s): %s", len(keys), ", ".join(keys[:20]))
             self.metrics.keys(keys)
@@ -149,13 +158,17 @@ class Reader:
                 self.follow(cursors)
             else:
                 self.bounded(cursors)
+            self.drain()
             self.refresh_lag(list(cursors), force=True)
         except StopWhileUnavailable:
             logger.warning(
                 "Stopped while Redis at %s was unavailable: the final STATE covers what was read",
                 self.client.display_url,
             )
+            self.drain()  # the batches decoding need Redis only for a failed entry
         finally:
+            if self.pool is not None:
+                self.pool.close()
             if self.locks is not None:
                 self.locks.release_all()
             self.metrics.stopped()
@@ -230,7 +243,7 @@ class Reader:
                     active.pop(key, None)
             for key in ready.keys() - returned:
                 active.pop(key, None)  # nothing after its cursor any more
-            self.emit_state()
+            self.end_round()
             fault_point("between_reads")
             self.refresh_lag(list(cursors))
 
@@ -250,6 +263,12 @@ class Reader:
         if limit is not None and len(entries) > (room := max(limit - self.entries_seen, 0)):
             entries = entries[:room]
             done = True
+        if self.pool is not None:
+            if entries:  # decoded by a worker; applied in end_round or later
+                self._outgoing.append((key, entries))
+                cursors[key] = entries[-1][0]
+                self.entries_seen += len(entries)
+            return done
         process = self.process
         taken = 0
         for entry_id, fields in entries:
@@ -281,9 +300,12 @@ class Reader:
             if not ready:
                 time.sleep(min(self.s.heartbeat_seconds, 1.0))
             else:
-                for key, entries in self.still_locked(self.read(ready, block_ms=block_ms)):
+                # Batches decoding are not waited for behind a blocking read:
+                # a read that finds nothing new lets end_round finish them.
+                block = None if self.pool is not None and self.pool.in_flight else block_ms
+                for key, entries in self.still_locked(self.read(ready, block_ms=block)):
                     self.take(key, entries, cursors)
-            self.emit_state()  # after a batch, or as the idle heartbeat
+            self.end_round()  # after a batch, or as the idle heartbeat
             fault_point("between_reads")
             self.refresh_lag(list(cursors))
 
@@ -310,26 +332,89 @@ class Reader:
 
     def process(self, key: str, entry_id: EntryId, fields: dict[bytes, bytes]) -> None:
         try:
-            if type(fields) is DuplicateFields:
-                raise EntryParseError(
-                    f"field name(s) {', '.join(map(repr, fields.repeated()))} occur more "
-                    "than once: which value would be the column's?"
-                )
-            operation = self.decoder.decode(key, fields)
+            operation = decode_entry(self.decoder, key, fields)
             self.writer.record(operation, key, str(entry_id))
         except ENTRY_FAILURES as failure:
-            exc = as_parse_error(failure)
-            reason = f"stream {key!r}, entry {entry_id}: {exc}"
-            if self.s.on_parse_error != "dead_letter":
-                # Everything before this entry is out; its bookmark stays before it.
-                self.emit_state()
-                raise ParseFailure(f"tap-redis-stream: cannot decode {reason}") from exc
-            error = str(exc)
-            self.redis(
-                f"move entry {entry_id} of {key!r} to {self.s.failed_stream!r}",
-                lambda: self.client.dead_letter(self.s.failed_stream, key, entry_id, error, fields),
-            )
-            self.metrics.dead_letter(key)
-            logger.warning("Moved to %r: %s", self.s.failed_stream, reason)
+            self.failed(key, entry_id, fields, as_parse_error(failure))
         self.bookmarks[key] = entry_id
         self.entries_seen += 1
+
+    def failed(
+        self, key: str, entry_id: EntryId, fields: dict[bytes, bytes], exc: EntryParseError
+    ) -> None:
+        """An entry that cannot be decoded: moved to the failed stream, or the run stops.
+
+        Everything before it is written and bookmarked.
+        """
+        reason = f"stream {key!r}, entry {entry_id}: {exc}"
+        if self.s.on_parse_error != "dead_letter":
+            # Everything before this entry is out; its bookmark stays before it.
+            self.emit_state()
+            raise ParseFailure(f"tap-redis-stream: cannot decode {reason}") from exc
+        error = str(exc)
+        self.redis(
+            f"move entry {entry_id} of {key!r} to {self.s.failed_stream!r}",
+            lambda: self.client.dead_letter(self.s.failed_stream, key, entry_id, error, fields),
+        )
+        self.metrics.dead_letter(key)
+        logger.warning("Moved to %r: %s", self.s.failed_stream, reason)
+
+    # -- with decode workers (see decode_pool) -----------------------------------
+
+    def end_round(self) -> None:
+        """After a read round: STATE, or with workers, the round's batch sent off.
+
+        A worker's result is applied (and a STATE written) once all workers
+        are busy, and all of them when a round read nothing."""
+        pool = self.pool
+        if pool is None:
+            self.emit_state()
+            return
+        if self._outgoing:
+            if pool.in_flight >= pool.workers:
+                self.apply(*pool.result())
+            batch, self._outgoing = self._outgoing, []
+            pool.submit(batch)
+        elif pool.in_flight:
+            self.drain()
+        else:
+            self.emit_state()  # nothing read, nothing decoding: the heartbeat
+
+    def drain(self) -> None:
+        """Apply the results of every batch in flight, in order."""
+        pool = self.pool
+        if pool is None or self._pool_broken:
+            return
+        for batch, decoded in pool.results():
+            self.apply(batch, decoded)
+
+    def apply(self, batch: Batch, decoded: Decoded) -> None:
+        """Write a worker's lines for a batch, with the SCHEMA and failed entries
+        between them where it marked them, bookmark the batch and write a STATE."""
+        self._pool_broken = True  # until the batch is applied whole: no later one may be
+        writer = self.writer
+        lines = memoryview(decoded.lines)
+        at = 0
+        for index, offset, table, what, kinds in decoded.events:
+            writer.lines(lines[at:offset])
+            at = offset
+            if table is not None:
+                writer.take_in(table, what, kinds)
+                continue
+            number, position = entry_at(batch, index)
+            for key, entries in batch[:number]:
+                self.bookmarks[key] = entries[-1][0]
+            key, entries = batch[number]
+            if position:
+                self.bookmarks[key] = entries[position - 1][0]
+            entry_id, fields = entries[position]
+            self.failed(key, entry_id, fields, EntryParseError(what))
+        writer.lines(lines[at:])
+        for (key, entries), written in zip(batch, decoded.records, strict=True):
+            self.bookmarks[key] = entries[-1][0]
+            writer.records_written += written
+            self.metrics.key_done(key, len(entries), written)
+            if self.lag is not None:
+                self.lag.advanced(key, len(entries), entries[-1][0])
+        self._pool_broken = False
+        self.emit_state()

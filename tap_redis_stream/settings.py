@@ -66,6 +66,17 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Entries per XREAD call.",
     ),
     th.Property(
+        "decode_workers",
+        th.IntegerType(minimum=0, maximum=64),
+        default=0,
+        description=(
+            "Processes that decode entries and encode their records while the tap reads "
+            "on (0: in the tap's own process). Each read batch goes whole to the next "
+            "worker; the messages are the same. Worth it when the tap has cores to spare "
+            "(README, Performance)."
+        ),
+    ),
+    th.Property(
         "start_from",
         th.StringType,
         default="earliest",

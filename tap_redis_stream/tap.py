@@ -232,6 +232,7 @@ class TapRedisStream(Tap):
             follow=bool(self._setting("follow")),
             heartbeat_seconds=float(self._setting("heartbeat_seconds")),
             trim_acknowledged=bool(self._setting("trim_acknowledged")),
+            decode_workers=int(self._setting("decode_workers")),
         )
         if settings.shard_index >= settings.shard_count:
             raise SystemExit(

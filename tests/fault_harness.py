@@ -110,6 +110,7 @@ class Scenario:
     # Small, so that batches back up and the target sends statements ahead
     # (libpq pipeline mode) with a few hundred entries; None: the default.
     max_batches_per_statement: int | None = None
+    decode_workers: int = 0  # the tap's decode_workers setting
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workload: list[fw.Entry] = field(default_factory=list)
 
@@ -140,7 +141,7 @@ class Scenario:
             "read_count": self.read_count,
             "on_parse_error": "dead_letter",
             "failed_stream": self.failed_stream,
-        }
+        } | ({"decode_workers": self.decode_workers} if self.decode_workers else {})
 
     def target_config(self) -> dict[str, Any]:
         return {
@@ -274,8 +275,9 @@ def kill_chain(scenario: Scenario, draw: Callable[[], Kill], kills: int) -> Outc
         verdict = scenario.verify(all_states(pipeline.runs))
     finally:
         scenario.cleanup()
+    workers = f", {scenario.decode_workers} decode workers" if scenario.decode_workers else ""
     return Outcome(
-        f"kills[{scenario.tag}]", done, pipeline.runs, verdict, time.monotonic() - started
+        f"kills[{scenario.tag}{workers}]", done, pipeline.runs, verdict, time.monotonic() - started
     )
 
 
@@ -347,14 +349,18 @@ def soak(
     outcomes: list[Outcome] = []
     total = 0
     while total < kills:
+        seed = rnd.randrange(1_000_000)
         scenario = Scenario(
             servers,
             workdir,
-            seed=rnd.randrange(1_000_000),
+            seed=seed,
             entries=entries,
             insert_batch_size=rnd.choice([7, 25, 100]),
             read_count=rnd.choice([20, 50, 200]),
             max_batches_per_statement=rnd.choice([None, 2]),
+            # A third of the scenarios decode in two worker processes (from
+            # the seed, so that the draws of every other setting stay as they were).
+            decode_workers=2 if seed % 3 == 0 else 0,
         )
         outcome = kill_chain(
             scenario, lambda: random_kill(rnd), min(kills_per_scenario, kills - total)

@@ -51,12 +51,25 @@ def test_random_kills_lose_and_duplicate_nothing(servers, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "point", ["during_fallback", "before_pg_commit", "after_pg_send", "between_reads"]
+    ("point", "decode_workers"),
+    [
+        ("during_fallback", 0),
+        ("before_pg_commit", 0),
+        ("after_pg_send", 0),
+        ("between_reads", 0),
+        ("between_reads", 2),  # batches in flight in the tap's decode workers
+    ],
 )
-def test_kill_at_each_rare_point(servers, tmp_path, point):
+def test_kill_at_each_rare_point(servers, tmp_path, point, decode_workers):
     """Points a random draw may miss in a short run, each hit at least once."""
     scenario = fh.Scenario(
-        servers, tmp_path, seed=5, entries=300, insert_batch_size=25, max_batches_per_statement=2
+        servers,
+        tmp_path,
+        seed=5,
+        entries=300,
+        insert_batch_size=25,
+        max_batches_per_statement=2,
+        decode_workers=decode_workers,
     )
     process = "tap" if point in fh.TAP_POINTS else "target"
     outcome = fh.kill_chain(scenario, lambda: fh.Kill(process, point, 1), kills=2)

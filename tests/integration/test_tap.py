@@ -67,8 +67,20 @@ def seed(client: redis_lib.Redis, base: str, n: int, first: int = 0, shards: int
     pipe.execute()
 
 
+# Every test here runs twice: decoding in the tap's process, and in two
+# decode workers (decode_pool), which must not change what the tap does.
+DECODE_WORKERS = 0
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["in-process", "2-decode-workers"])
+def decode_workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(f"{__name__}.DECODE_WORKERS", request.param)
+    return int(request.param)
+
+
 def config(redis_url: str, *keys: str, **extra: object) -> dict[str, object]:
-    return {"redis_url": redis_url, "stream_keys": list(keys), **extra}
+    workers = {"decode_workers": DECODE_WORKERS} if DECODE_WORKERS else {}
+    return {"redis_url": redis_url, "stream_keys": list(keys), **workers, **extra}
 
 
 def test_three_runs_read_every_entry_exactly_once(tmp_path, redis_url, redis_client, unique):
@@ -405,6 +417,7 @@ def _in_process_reader(
         stream_keys=keys, read_count=100, start_from="earliest", on_parse_error="stop",
         failed_stream="unused", record_limit=None, shard_index=0, shard_count=1,
         follow=False, heartbeat_seconds=1.0, trim_acknowledged=False,
+        decode_workers=DECODE_WORKERS,
     )  # fmt: skip
     return Reader(
         dataclasses.replace(defaults, **settings),
