@@ -77,6 +77,21 @@ def test_kill_at_each_rare_point(servers, tmp_path, point, decode_workers):
     assert_held(outcome)
 
 
+def test_a_tap_killed_with_batches_in_its_decode_workers_loses_nothing(servers, tmp_path):
+    """SIGKILL of a tap, run after run, while its decode workers hold batches it read
+    but has not written (after the 2nd, 5th and 9th read round, both workers
+    busy): the rerun reads them again from the last STATE."""
+    scenario = fh.Scenario(
+        servers, tmp_path, seed=11, entries=1500, read_count=20, decode_workers=2
+    )
+    rounds = iter([2, 5, 9])
+    outcome = fh.kill_chain(
+        scenario, lambda: fh.Kill("tap", "between_reads", next(rounds)), kills=3
+    )
+    assert len(outcome.kills) == 3, outcome.summary()
+    assert_held(outcome)
+
+
 @pytest.mark.parametrize("how", ["postgres", "redis", "kafka"])
 def test_server_crash_mid_run(servers, tmp_path, how):
     """PostgreSQL: immediate shutdown and restart (the target retries and goes on);
