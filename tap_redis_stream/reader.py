@@ -9,6 +9,7 @@ when the worker count changes (README, "Scaling out").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -165,7 +166,10 @@ class Reader:
                 "Stopped while Redis at %s was unavailable: the final STATE covers what was read",
                 self.client.display_url,
             )
-            self.drain()  # the batches decoding need Redis only for a failed entry
+            # The batches decoding need Redis only to move a failed entry; if
+            # that fails too, the bookmarks stop before it (see apply).
+            with contextlib.suppress(StopWhileUnavailable):
+                self.drain()
         finally:
             if self.pool is not None:
                 self.pool.close()

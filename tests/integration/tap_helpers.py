@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tap_redis_stream.client import StreamClient
+from tap_redis_stream.entries.fields import FieldsDecoder
+from tap_redis_stream.locks import ShardLocks
+from tap_redis_stream.messages import MessageWriter
+from tap_redis_stream.metrics_server import TapMetrics
+from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
 
 TAP_BIN = Path(sys.executable).parent / "tap-redis-stream"
 
@@ -60,3 +70,34 @@ def run_tap(
         lines = result.stdout.decode().splitlines()
         messages = [json.loads(line) for line in lines if line.startswith("{")]
     return TapRun(result.returncode, messages, result.stderr.decode())
+
+
+def in_process_reader(
+    redis_url: str,
+    keys: list[str],
+    out: io.BytesIO,
+    *,
+    lock_ttl_ms: int | None = None,
+    state: Any = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    **settings: Any,
+) -> Reader:
+    """A Reader as `sync_all` builds it (fields format), writing to `out`."""
+    client = StreamClient(redis_url, mode="standalone")
+    client.connect()
+    metrics = TapMetrics()
+    defaults = ReaderSettings(
+        stream_keys=keys, read_count=100, start_from="earliest", on_parse_error="stop",
+        failed_stream="unused", record_limit=None, shard_index=0, shard_count=1,
+        follow=False, heartbeat_seconds=1.0, trim_acknowledged=False,
+    )  # fmt: skip
+    return Reader(
+        dataclasses.replace(defaults, **settings),
+        client,
+        FieldsDecoder("table", None),
+        MessageWriter([], out=out),
+        bookmarks=bookmarks_from_state(state),
+        stop_requested=stop_requested,
+        locks=None if lock_ttl_ms is None else ShardLocks(client, lock_ttl_ms, metrics),
+        metrics=metrics,
+    )

@@ -8,6 +8,7 @@ under its workers.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -24,8 +25,9 @@ import zstandard
 from tap_redis_stream.decode_pool import DecodePool, DecodeWorkerFailed
 from tap_redis_stream.entries.euler_kv import EulerKvDecoder
 from tap_redis_stream.entry_id import EntryId
+from tap_redis_stream.reconnect import StopWhileUnavailable
 from tests import kv_changes, kv_workload
-from tests.integration.tap_helpers import TAP_BIN, TapRun, run_tap
+from tests.integration.tap_helpers import TAP_BIN, TapRun, in_process_reader, run_tap
 from tests.integration.test_tap import POISON, SPEC_CREATE
 
 SHARDS = 3
@@ -214,3 +216,47 @@ def test_a_worker_that_dies_stops_the_run_naming_it():
             pool.submit(batch)  # worker 1's turn: its pipe is closed
     finally:
         pool.close()
+
+
+def test_a_stop_while_redis_is_away_ends_at_the_entry_it_could_not_move(
+    redis_url, redis_client, unique
+):
+    """SIGTERM during a Redis outage ends the run with the state so far, after the
+    batches in the workers are applied. One of them holds an entry to move to the
+    failed stream, which needs the Redis that is away: the run still ends
+    cleanly, its last STATE before that entry, every record before it written
+    and none after."""
+    key = f"dwu-{unique}"
+    ids = [redis_client.xadd(key, {"table": "t", "id": str(n)}).decode() for n in range(30)]
+    bad = redis_client.execute_command("XADD", key, "*", "table", "t", "a", "1", "a", "2").decode()
+    for n in range(30, 60):
+        redis_client.xadd(key, {"table": "t", "id": str(n)})
+    out = io.BytesIO()
+    # Batches of 7: the 5th holds the bad entry, and is in a worker when the
+    # 6th read finds Redis away and the stop requested.
+    reader = in_process_reader(
+        redis_url, [key], out, read_count=7, decode_workers=2, on_parse_error="dead_letter"
+    )
+    real_read = reader.client.read
+    reads = 0
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 6:
+            raise StopWhileUnavailable("stopped while Redis was away")
+        return real_read(*args, **kwargs)
+
+    def redis_away(*_: Any) -> None:
+        raise StopWhileUnavailable("stopped while Redis was away")
+
+    reader.client.read = read  # type: ignore[method-assign]
+    reader.client.dead_letter = redis_away  # type: ignore[method-assign,assignment]
+    reader.run()  # returns: the stop is not an error
+    reader.writer.state(reader.state())  # as sync_all ends
+    messages = [json.loads(line) for line in out.getvalue().splitlines()]
+    records = [m["record"]["_sdc_source_entry_id"] for m in messages if m["type"] == "RECORD"]
+    assert reads == 6
+    assert records == ids
+    assert messages[-1] == {"type": "STATE", "value": {"stream_ids": {key: ids[-1]}}}
+    assert bad not in json.dumps(messages)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import io
 import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,15 +17,10 @@ import redis as redis_lib
 import zstandard
 
 from tap_redis_stream import reader as reader_module
-from tap_redis_stream.client import StreamClient
-from tap_redis_stream.entries.fields import FieldsDecoder
-from tap_redis_stream.locks import ShardLocks
-from tap_redis_stream.messages import MessageWriter
-from tap_redis_stream.metrics_server import TapMetrics
-from tap_redis_stream.reader import Reader, ReaderSettings, bookmarks_from_state
+from tap_redis_stream.reader import Reader
 from tap_redis_stream.tap import TapRedisStream
 from tests import kv_workload
-from tests.integration.tap_helpers import TAP_BIN, run_tap
+from tests.integration.tap_helpers import TAP_BIN, in_process_reader, run_tap
 from tests.servers import free_port
 from tests.stop_signals import output_while_stopping
 
@@ -399,36 +392,9 @@ def test_stop_signals_while_writing_lose_no_line(tmp_path, redis_url, redis_clie
     assert len(records) == len(ids) == 20_000
 
 
-def _in_process_reader(
-    redis_url: str,
-    keys: list[str],
-    out: io.BytesIO,
-    *,
-    lock_ttl_ms: int | None = None,
-    state: Any = None,
-    stop_requested: Callable[[], bool] = lambda: False,
-    **settings: Any,
-) -> Reader:
-    """A Reader as `sync_all` builds it (fields format), writing to `out`."""
-    client = StreamClient(redis_url, mode="standalone")
-    client.connect()
-    metrics = TapMetrics()
-    defaults = ReaderSettings(
-        stream_keys=keys, read_count=100, start_from="earliest", on_parse_error="stop",
-        failed_stream="unused", record_limit=None, shard_index=0, shard_count=1,
-        follow=False, heartbeat_seconds=1.0, trim_acknowledged=False,
-        decode_workers=DECODE_WORKERS,
-    )  # fmt: skip
-    return Reader(
-        dataclasses.replace(defaults, **settings),
-        client,
-        FieldsDecoder("table", None),
-        MessageWriter([], out=out),
-        bookmarks=bookmarks_from_state(state),
-        stop_requested=stop_requested,
-        locks=None if lock_ttl_ms is None else ShardLocks(client, lock_ttl_ms, metrics),
-        metrics=metrics,
-    )
+def _in_process_reader(redis_url: str, keys: list[str], out: io.BytesIO, **settings: Any) -> Reader:
+    """in_process_reader, decoding in process or in workers as this test runs."""
+    return in_process_reader(redis_url, keys, out, **{"decode_workers": DECODE_WORKERS, **settings})
 
 
 def _records_and_last_state(out: io.BytesIO) -> tuple[list[tuple[str, str]], Any]:
