@@ -261,20 +261,24 @@ class MessageWriter:
         if operation.table in self.deselected:
             return
         table = self.tables.get(operation.table)
+        new = table is None
         if table is None:
             table = self._new_table(operation.table)
         # observe refuses a row with a control property's name; a new table
         # is kept only once it has a row, so that its SCHEMA is written.
-        self._schema(table, table.observe(operation.row))
+        if table.observe(operation.row) or new:
+            self._schema(table)
         self._lines.record(operation, stream_key, entry_id)
         self.records_written += 1
 
     def take_in(self, table_name: str, columns: Sequence[str], kinds: Sequence[str | None]) -> None:
         """A row shape decoded elsewhere (see decode_pool): its SCHEMA when it changes one."""
         table = self.tables.get(table_name)
+        new = table is None
         if table is None:
             table = self._new_table(table_name)
-        self._schema(table, table.take_in(columns, kinds))
+        if table.take_in(columns, kinds) or new:
+            self._schema(table)
 
     def lines(self, data: bytes | memoryview) -> None:
         """RECORD lines encoded elsewhere (see decode_pool), after their tables' SCHEMA."""
@@ -283,18 +287,18 @@ class MessageWriter:
     def _new_table(self, name: str) -> TableSchema:
         return TableSchema(name, self._keys, reserved=control.CONTROL_PROPERTIES)
 
-    def _schema(self, table: TableSchema, changed: bool) -> None:
-        # A table's first entry may be a delete (no columns): it needs a SCHEMA too.
-        if changed or table.name not in self.tables:
-            self.tables[table.name] = table
-            self._lines.message(
-                {
-                    "type": "SCHEMA",
-                    "stream": table.name,
-                    "schema": table.json_schema(),
-                    "key_properties": table.key_properties,
-                }
-            )
+    def _schema(self, table: TableSchema) -> None:
+        """Keep the table and write its SCHEMA: it changed, or it is new (a table's
+        first entry may be a delete, without columns: it needs a SCHEMA too)."""
+        self.tables[table.name] = table
+        self._lines.message(
+            {
+                "type": "SCHEMA",
+                "stream": table.name,
+                "schema": table.json_schema(),
+                "key_properties": table.key_properties,
+            }
+        )
 
     def state(self, value: Mapping[str, Any]) -> None:
         """Write the lines held back, then this STATE, in one write, and flush."""
