@@ -199,13 +199,10 @@ class Bench:
 
     def fresh_schema(self, *, w1_table: bool) -> str:
         if self.schema_number:  # the previous run's rows: no autovacuum on them during this one
-            previous = sql.Identifier(f"bench_{self.schema_number}")
-            self.conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(previous))
+            self.drop_schema(self.conn, self.schema_number)
         self.schema_number += 1
         schema = f"bench_{self.schema_number}"
-        self.conn.execute(
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-        )
+        self.drop_schema(self.conn, self.schema_number)
         self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         if w1_table:
             table = sql.Identifier(schema, "w1").as_string(self.conn)

@@ -257,6 +257,7 @@ __all__ = [
     "DecodePool",
     "DecodeWorkerFailed",
     "Decoded",
+    "Entries",
     "decode_entry",
     "entry_at",
 ]

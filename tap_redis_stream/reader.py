@@ -18,7 +18,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 from tap_redis_stream.client import StreamClient, owns
-from tap_redis_stream.decode_pool import Batch, Decoded, DecodePool, decode_entry, entry_at
+from tap_redis_stream.decode_pool import (
+    Batch,
+    Decoded,
+    DecodePool,
+    Entries,
+    decode_entry,
+    entry_at,
+)
 from tap_redis_stream.entries import (
     ENTRY_FAILURES,
     EntryDecoder,
@@ -38,7 +45,6 @@ STATE_KEY = "stream_ids"  # state value: {"stream_ids": {"<stream key>": "<ms>-<
 RESOLVE_EVERY_SECONDS = 30.0
 DEFAULT_RECONNECT_TIMEOUT_SECONDS = 300.0
 T = TypeVar("T")
-Entries = list[tuple[EntryId, dict[bytes, bytes]]]
 
 
 class ParseFailure(SystemExit):
