@@ -123,25 +123,13 @@ def run_process(
     return seconds, usage.ru_maxrss / 1024, tail
 
 
-# glibc's malloc padding for the second PostgreSQL (see Bench.on_padded_postgres).
-PADDED_ENV = {"MALLOC_TOP_PAD_": str(64 * 1024 * 1024)}
-PADDED_W1 = "target-batched-postgres, Kafka off, PostgreSQL with MALLOC_TOP_PAD_=64 MiB"
+# Our W1 row without the backend's heap warm-up, for what the setting buys.
+COLD_HEAP_W1 = "target-batched-postgres, Kafka off, server_heap_warmup_mib=0"
 
 
-def start_bench_postgres(env: dict[str, str] | None = None) -> Server:
-    """A durable PostgreSQL counting statements; `env` set in its environment."""
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
-        return start_postgres(
-            durable=True, settings={"shared_preload_libraries": "pg_stat_statements"}
-        )
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def start_bench_postgres() -> Server:
+    """A durable PostgreSQL counting statements."""
+    return start_postgres(durable=True, settings={"shared_preload_libraries": "pg_stat_statements"})
 
 
 class Bench:
@@ -149,7 +137,6 @@ class Bench:
         self.args = args
         self.pg = start_bench_postgres()
         self.servers: list[Server] = [self.pg]
-        self.padded: Server | None = None
         self.conn = psycopg.connect(self.pg.url, autocommit=True)
         self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self.redis = start_redis()
@@ -162,33 +149,6 @@ class Bench:
         self.conn.close()
         for server in self.servers:
             server.stop()
-
-    def on_padded_postgres(
-        self, once: Callable[[], tuple[float, float, int | None]]
-    ) -> tuple[float, float, int | None]:
-        """`once` against a second PostgreSQL, the same but for glibc's MALLOC_TOP_PAD_.
-
-        A backend returns the heap its statement used to the kernel when the
-        statement ends (glibc trims it), and the next statement faults every
-        page in again: about 1.3 page faults per W1 row. With 64 MiB of padding
-        kept at the heap's top the pages stay mapped. Informational: a server
-        setting, not the target's; the goal rows use the default server.
-        """
-        if self.padded is None:
-            self.padded = start_bench_postgres(PADDED_ENV)
-            self.servers.append(self.padded)
-        # fresh_schema drops the previous run's schema on its own server only:
-        # each server's schema of this run is dropped here.
-        self.drop_schema(self.conn, self.schema_number)
-        saved = self.pg, self.conn
-        self.pg, self.conn = self.padded, psycopg.connect(self.padded.url, autocommit=True)
-        try:
-            self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            return once()
-        finally:
-            self.drop_schema(self.conn, self.schema_number)
-            self.conn.close()
-            self.pg, self.conn = saved
 
     @staticmethod
     def drop_schema(conn: psycopg.Connection, number: int) -> None:
@@ -257,6 +217,7 @@ class Bench:
         kafka: bool,
         env: dict[str, str] | None = None,
         w3: bool = False,
+        settings: dict[str, object] | None = None,
     ) -> tuple[float, float, int | None]:
         """Our target on `path`, into a fresh schema holding the W1 table (or W3's five)."""
         schema = self.fresh_schema(w1_table=not w3)
@@ -270,6 +231,7 @@ class Bench:
             "kafka_enabled": kafka,
             "kafka_bootstrap_servers": self.kafka.url,
             "kafka_topic_template": f"{schema}-{{table}}",
+            **(settings or {}),
         }
         config_path = DATA / f"target-{schema}.json"
         config_path.write_text(json.dumps(config))
@@ -476,8 +438,8 @@ def derived(rows: list[Row], args: argparse.Namespace) -> None:
          rate("W1", f"raw COPY, commit every {args.batch_size}")),
         ("W1 Kafka off / raw COPY one transaction", ours, rate("W1", "raw COPY, one transaction")),
         ("W1 Kafka off / meltanolabs", ours, rate("W1", "meltanolabs target-postgres 0.8.1")),
-        ("W1 Kafka off, PostgreSQL with MALLOC_TOP_PAD_ / default PostgreSQL",
-         rate("W1", PADDED_W1), ours),
+        ("W1 Kafka off / the same with server_heap_warmup_mib=0", ours,
+         rate("W1", COLD_HEAP_W1)),
         ("W1 Kafka off / pipelinewise", ours, rate("W1", "pipelinewise-target-postgres 2.1.2")),
         ("W1 batched / BATCHED_CREATE_ENABLED=false", ours,
          rate("W1", "target-batched-postgres, BATCHED_CREATE_ENABLED=false")),
@@ -561,9 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         w1_rows.append(
             (
-                Row("W1", PADDED_W1, n),
-                lambda: b.on_padded_postgres(
-                    lambda: b.our_target(w1, n, kafka=False, env=batch_env)
+                Row("W1", COLD_HEAP_W1, n),
+                lambda: b.our_target(
+                    w1, n, kafka=False, env=batch_env, settings={"server_heap_warmup_mib": 0}
                 ),
             )
         )

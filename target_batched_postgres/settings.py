@@ -209,6 +209,20 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "server_heap_warmup_mib",
+        th.IntegerType(minimum=0, maximum=31),
+        default=16,
+        description=(
+            "On each new connection, the PostgreSQL backend allocates and frees one block "
+            "of this many MiB. On a glibc server that raises the backend's malloc thresholds "
+            "(mallopt(3): freeing a mapped block sets the mmap threshold to its size, the "
+            "trim threshold to twice that), so a batch statement's memory stays with the "
+            "backend instead of going back to the kernel and being faulted in again by the "
+            "next statement. The backend then keeps up to twice this much freed memory. "
+            "0: off."
+        ),
+    ),
+    th.Property(
         "schema_variation_threshold",
         th.IntegerType(minimum=1),
         default=3,

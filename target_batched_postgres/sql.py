@@ -79,6 +79,10 @@ def build_add_column(schema: str, table: str, column: str, column_type: ColumnTy
 # Columns of a table with their types' schema, name and category (A = array), and
 # whether an INSERT that leaves the column out gives it something else than NULL
 # (a default, an identity or a generated value).
+# Allocates and frees one block of the bound size in the backend (see
+# `server_heap_warmup_mib`); octet_length reads the result's header, not its bytes.
+HEAP_WARMUP_QUERY = sql.SQL("SELECT octet_length(repeat('x', %s))")
+
 COLUMNS_QUERY = sql.SQL(
     "SELECT a.attname, n.nspname, t.typname, t.typcategory,"
     " a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''"

@@ -248,6 +248,7 @@ class TargetBatchedPostgres(Target):
             retry=retry,
             metrics=self.drainer_metrics,
             statement_timeout_seconds=float(self._setting("statement_timeout_seconds")),
+            heap_warmup_mib=int(self._setting("server_heap_warmup_mib")),
         )
         kafka = None
         if self._setting("kafka_enabled"):
