@@ -88,6 +88,7 @@ class Reader:
         metrics: TapMetrics | None = None,
         lag: LagTracker | None = None,
         reconnect_timeout_seconds: float = DEFAULT_RECONNECT_TIMEOUT_SECONDS,
+        pool: DecodePool | None = None,
     ) -> None:
         self.s = settings
         self.client = client
@@ -107,8 +108,9 @@ class Reader:
         )
         self.entries_seen = 0
         self._state_at = 0.0
-        # With decode workers: the batch being read, and the pool it goes to.
-        self.pool: DecodePool | None = None
+        # With decode workers: the batch being read, and the pool it goes to
+        # (started by the caller, or by run).
+        self.pool = pool
         self._outgoing: Batch = []
         self._pool_broken = False
         self._lag_at = float("-inf")
@@ -151,7 +153,7 @@ class Reader:
     def run(self) -> None:
         self.metrics.started()
         try:
-            if self.s.decode_workers > 0:
+            if self.pool is None and self.s.decode_workers > 0:
                 self.pool = DecodePool(self.s.decode_workers, self.decoder, self.writer.deselected)
                 self.pool.start()
             keys = self.redis("list the stream keys", self.owned_keys)

@@ -19,6 +19,7 @@ from singer_sdk.helpers.capabilities import (
 from singer_sdk.plugin_base import JSONSchemaValidator, PluginBase, _format_validation_error
 
 from tap_redis_stream.client import RedisRefused, RedisUnavailable, StreamClient
+from tap_redis_stream.decode_pool import DecodePool
 from tap_redis_stream.entries import EntryDecoder, EntryParseError
 from tap_redis_stream.entries.euler_kv import EulerKvDecoder
 from tap_redis_stream.entries.fields import FieldsDecoder, JsonDecoder
@@ -246,46 +247,61 @@ class TapRedisStream(Tap):
                 f"shard_lock_ttl_ms {lock_ttl_ms} must be at least 3 x heartbeat_seconds "
                 f"({settings.heartbeat_seconds:g} s): a follow round may block that long"
             )
-        client = self.client()
-        metrics = TapMetrics(heartbeat_seconds=settings.heartbeat_seconds)
-        server = self.metrics_server(metrics)
+        if self.cli_run:  # the process is this run's: its collector is tuned
+            # The objects alive now (the SDK, its schemas, the settings)
+            # stay alive: frozen, the garbage collector stops traversing
+            # them in every full collection the per-entry dicts trigger
+            # (~10% of a run). And fewer collections (young: one per
+            # 50,000 allocations, not 700): on W3, 1,486 young, 135 middle
+            # and 12 full ones took 0.10 s; 141, 13 and 1 take 0.03 s.
+            # Entries hold no reference cycles. Decode workers inherit both.
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
+        decoder = self.decoder()
+        writer = MessageWriter(
+            list(self._setting("key_properties")), deselected=self.deselected_tables()
+        )
+        pool = None
+        if settings.decode_workers > 0:
+            # Forked first, while the process has no other thread (the metrics
+            # server's) and no socket (Redis, the metrics port) to hand down.
+            pool = DecodePool(settings.decode_workers, decoder, writer.deselected)
+            pool.start()
         try:
-            self.connect(client)
-            reader = Reader(
-                settings,
-                client,
-                self.decoder(),
-                MessageWriter(
-                    list(self._setting("key_properties")), deselected=self.deselected_tables()
-                ),
-                bookmarks=bookmarks_from_state(self._input_state),
-                stop_requested=lambda: self._stop,
-                locks=ShardLocks(client, lock_ttl_ms, metrics) if locking else None,
-                metrics=metrics,
-                lag=LagTracker(client.count_entries) if server is not None else None,
-                reconnect_timeout_seconds=float(self._setting("redis_reconnect_timeout_seconds")),
-            )
-            if self.cli_run:  # the process is this run's: its collector is tuned
-                # The objects alive now (the SDK, its schemas, the settings)
-                # stay alive: frozen, the garbage collector stops traversing
-                # them in every full collection the per-entry dicts trigger
-                # (~10% of a run). And fewer collections (young: one per
-                # 50,000 allocations, not 700): on W3, 1,486 young, 135 middle
-                # and 12 full ones took 0.10 s; 141, 13 and 1 take 0.03 s.
-                # Entries hold no reference cycles.
-                gc.freeze()
-                gc.set_threshold(*GC_THRESHOLDS)
-            reader.run()
-            reader.writer.state(reader.state())
-            self.logger.info(
-                "Read %d entries, wrote %d records",
-                reader.entries_seen,
-                reader.writer.records_written,
-            )
+            client = self.client()
+            metrics = TapMetrics(heartbeat_seconds=settings.heartbeat_seconds)
+            server = self.metrics_server(metrics)
+            try:
+                self.connect(client)
+                reader = Reader(
+                    settings,
+                    client,
+                    decoder,
+                    writer,
+                    bookmarks=bookmarks_from_state(self._input_state),
+                    stop_requested=lambda: self._stop,
+                    locks=ShardLocks(client, lock_ttl_ms, metrics) if locking else None,
+                    metrics=metrics,
+                    lag=LagTracker(client.count_entries) if server is not None else None,
+                    reconnect_timeout_seconds=float(
+                        self._setting("redis_reconnect_timeout_seconds")
+                    ),
+                    pool=pool,
+                )
+                reader.run()
+                reader.writer.state(reader.state())
+                self.logger.info(
+                    "Read %d entries, wrote %d records",
+                    reader.entries_seen,
+                    reader.writer.records_written,
+                )
+            finally:
+                client.close()
+                if server is not None:
+                    server.stop()
         finally:
-            client.close()
-            if server is not None:
-                server.stop()
+            if pool is not None:
+                pool.close()
 
     def connect(self, client: StreamClient) -> None:
         """Connect once at start; a failure names the server (not its password) and exits."""

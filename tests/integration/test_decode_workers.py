@@ -8,6 +8,7 @@ under its workers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,6 +30,7 @@ from tap_redis_stream.reconnect import StopWhileUnavailable
 from tests import kv_changes, kv_workload
 from tests.integration.tap_helpers import TAP_BIN, TapRun, in_process_reader, run_tap
 from tests.integration.test_tap import POISON, SPEC_CREATE
+from tests.servers import free_port
 
 SHARDS = 3
 
@@ -197,6 +199,62 @@ def test_workers_exit_when_the_tap_is_killed(tmp_path, redis_url, redis_client, 
     while any(map(_alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(_alive, workers))
+
+
+def _tcp_socket_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                inodes.add(line.split()[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def test_workers_hold_neither_the_redis_connection_nor_the_metrics_port(
+    tmp_path, redis_url, redis_client, unique
+):
+    """The workers are forked before the tap connects and before the metrics
+    server's thread starts: no TCP socket of the tap's is theirs too, and no
+    thread was running to leave a lock held in them."""
+    key = f"dwf-{unique}"
+    redis_client.xadd(key, {"command": orjson.dumps(SPEC_CREATE)})
+    cfg = tmp_path / "follow.json"
+    settings = {
+        "redis_url": redis_url,
+        "stream_keys": [key],
+        "follow": True,
+        "heartbeat_seconds": 0.2,
+        "decode_workers": 2,
+        "metrics_port": free_port(),
+    }
+    cfg.write_text(json.dumps(settings))
+    proc = subprocess.Popen(
+        [str(TAP_BIN), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        while json.loads(proc.stdout.readline())["type"] != "RECORD":
+            pass
+        tcp = _tcp_socket_inodes()
+        tap_tcp = _socket_inodes(proc.pid) & tcp
+        assert len(tap_tcp) >= 2, "the tap's Redis connection and metrics port were not found"
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        for worker in workers:
+            assert not _socket_inodes(worker) & tcp, f"worker {worker} holds a TCP socket"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_a_worker_that_dies_stops_the_run_naming_it():
