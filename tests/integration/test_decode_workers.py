@@ -172,8 +172,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_workers_exit_when_the_tap_is_killed(tmp_path, redis_url, redis_client, unique):
-    key = f"dwk-{unique}"
+def _following_tap(
+    tmp_path: Path, redis_url: str, redis_client: redis_lib.Redis, key: str, **extra: Any
+) -> subprocess.Popen[bytes]:
+    """A tap in follow mode with two decode workers, once it wrote a record."""
     redis_client.xadd(key, {"command": orjson.dumps(SPEC_CREATE)})
     cfg = tmp_path / "follow.json"
     settings = {
@@ -182,6 +184,7 @@ def test_workers_exit_when_the_tap_is_killed(tmp_path, redis_url, redis_client, 
         "follow": True,
         "heartbeat_seconds": 0.2,
         "decode_workers": 2,
+        **extra,
     }
     cfg.write_text(json.dumps(settings))
     proc = subprocess.Popen(
@@ -190,6 +193,11 @@ def test_workers_exit_when_the_tap_is_killed(tmp_path, redis_url, redis_client, 
     assert proc.stdout is not None
     while json.loads(proc.stdout.readline())["type"] != "RECORD":
         pass
+    return proc
+
+
+def test_workers_exit_when_the_tap_is_killed(tmp_path, redis_url, redis_client, unique):
+    proc = _following_tap(tmp_path, redis_url, redis_client, f"dwk-{unique}")
     workers = _children(proc.pid)
     assert len(workers) == 2
     assert all(map(_alive, workers))
@@ -226,25 +234,10 @@ def test_workers_hold_neither_the_redis_connection_nor_the_metrics_port(
     """The workers are forked before the tap connects and before the metrics
     server's thread starts: no TCP socket of the tap's is theirs too, and no
     thread was running to leave a lock held in them."""
-    key = f"dwf-{unique}"
-    redis_client.xadd(key, {"command": orjson.dumps(SPEC_CREATE)})
-    cfg = tmp_path / "follow.json"
-    settings = {
-        "redis_url": redis_url,
-        "stream_keys": [key],
-        "follow": True,
-        "heartbeat_seconds": 0.2,
-        "decode_workers": 2,
-        "metrics_port": free_port(),
-    }
-    cfg.write_text(json.dumps(settings))
-    proc = subprocess.Popen(
-        [str(TAP_BIN), "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    proc = _following_tap(
+        tmp_path, redis_url, redis_client, f"dwf-{unique}", metrics_port=free_port()
     )
     try:
-        assert proc.stdout is not None
-        while json.loads(proc.stdout.readline())["type"] != "RECORD":
-            pass
         tcp = _tcp_socket_inodes()
         tap_tcp = _socket_inodes(proc.pid) & tcp
         assert len(tap_tcp) >= 2, "the tap's Redis connection and metrics port were not found"
