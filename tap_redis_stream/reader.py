@@ -69,7 +69,6 @@ class ReaderSettings:
     follow: bool
     heartbeat_seconds: float
     trim_acknowledged: bool
-    decode_workers: int = 0
 
 
 class Reader:
@@ -108,8 +107,8 @@ class Reader:
         )
         self.entries_seen = 0
         self._state_at = 0.0
-        # With decode workers: the batch being read, and the pool it goes to
-        # (started by the caller, or by run).
+        # With decode workers: the batch being read, and the (started) pool it
+        # goes to; run closes it as it ends.
         self.pool = pool
         self._outgoing: Batch = []
         self._pool_broken = False
@@ -153,9 +152,6 @@ class Reader:
     def run(self) -> None:
         self.metrics.started()
         try:
-            if self.pool is None and self.s.decode_workers > 0:
-                self.pool = DecodePool(self.s.decode_workers, self.decoder, self.writer.deselected)
-                self.pool.start()
             keys = self.redis("list the stream keys", self.owned_keys)
             logger.info("Reading %d stream key(s): %s", len(keys), ", ".join(keys[:20]))
             self.metrics.keys(keys)

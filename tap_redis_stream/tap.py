@@ -233,7 +233,6 @@ class TapRedisStream(Tap):
             follow=bool(self._setting("follow")),
             heartbeat_seconds=float(self._setting("heartbeat_seconds")),
             trim_acknowledged=bool(self._setting("trim_acknowledged")),
-            decode_workers=int(self._setting("decode_workers")),
         )
         if settings.shard_index >= settings.shard_count:
             raise SystemExit(
@@ -261,11 +260,12 @@ class TapRedisStream(Tap):
         writer = MessageWriter(
             list(self._setting("key_properties")), deselected=self.deselected_tables()
         )
+        workers = int(self._setting("decode_workers"))
         pool = None
-        if settings.decode_workers > 0:
+        if workers > 0:
             # Forked first, while the process has no other thread (the metrics
             # server's) and no socket (Redis, the metrics port) to hand down.
-            pool = DecodePool(settings.decode_workers, decoder, writer.deselected)
+            pool = DecodePool(workers, decoder, writer.deselected)
             pool.start()
         try:
             client = self.client()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tap_redis_stream.client import StreamClient
+from tap_redis_stream.decode_pool import DecodePool
 from tap_redis_stream.entries.fields import FieldsDecoder
 from tap_redis_stream.locks import ShardLocks
 from tap_redis_stream.messages import MessageWriter
@@ -80,9 +81,16 @@ def in_process_reader(
     lock_ttl_ms: int | None = None,
     state: Any = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    decode_workers: int = 0,
     **settings: Any,
 ) -> Reader:
     """A Reader as `sync_all` builds it (fields format), writing to `out`."""
+    decoder = FieldsDecoder("table", None)
+    writer = MessageWriter([], out=out)
+    pool = None
+    if decode_workers:
+        pool = DecodePool(decode_workers, decoder, writer.deselected)
+        pool.start()
     client = StreamClient(redis_url, mode="standalone")
     client.connect()
     metrics = TapMetrics()
@@ -94,10 +102,11 @@ def in_process_reader(
     return Reader(
         dataclasses.replace(defaults, **settings),
         client,
-        FieldsDecoder("table", None),
-        MessageWriter([], out=out),
+        decoder,
+        writer,
         bookmarks=bookmarks_from_state(state),
         stop_requested=stop_requested,
         locks=None if lock_ttl_ms is None else ShardLocks(client, lock_ttl_ms, metrics),
         metrics=metrics,
+        pool=pool,
     )
