@@ -38,6 +38,7 @@ from target_batched_postgres.retry import RetryPolicy
 from target_batched_postgres.signature import data_columns
 from target_batched_postgres.sql import (
     COLUMNS_QUERY,
+    HEAP_WARMUP_PAGE,
     HEAP_WARMUP_QUERY,
     OnConflict,
     build_add_column,
@@ -159,7 +160,7 @@ class PostgresWriter:
     ) -> None:
         self._conninfo = conninfo
         self._statement_timeout_ms = int(statement_timeout_seconds * 1000)
-        self._heap_warmup_bytes = heap_warmup_mib * 1024 * 1024
+        self._heap_warmup_pages = heap_warmup_mib * 1024 * 1024 // HEAP_WARMUP_PAGE
         self.schema = schema
         self._dead_letter_table = dead_letter_table
         self._on_conflict = on_conflict
@@ -209,12 +210,12 @@ class PostgresWriter:
                     # the chained driver error may reach a log line.
                     raise _scrubbed(error, secrets) from None
                 raise error from exc
-            if self._heap_warmup_bytes:
+            if self._heap_warmup_pages:
                 # Without it, glibc returns a large statement's heap to the
                 # kernel when the statement ends and the next one faults every
                 # page in again: about a quarter of the server's CPU on W1.
                 try:
-                    conn.execute(HEAP_WARMUP_QUERY, (self._heap_warmup_bytes,))
+                    conn.execute(HEAP_WARMUP_QUERY, (self._heap_warmup_pages,))
                 except psycopg.Error as exc:
                     conn.close()
                     raise translate(exc) from exc

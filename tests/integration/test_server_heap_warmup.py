@@ -38,16 +38,18 @@ def lines(start: int, stop: int) -> list[str]:
 
 def minor_faults(pid: int) -> int:
     path = Path(f"/proc/{pid}/stat")
-    if not path.exists():
+    stat = path.read_text() if path.exists() else ""
+    if "(postgres)" not in stat:
         pytest.skip("the PostgreSQL server does not run on this machine")
-    stat = path.read_text()
-    assert "(postgres)" in stat, f"pid {pid} is not a postgres backend: {stat[:60]}"
     return int(stat[stat.rindex(")") + 2 :].split()[7])  # minflt, field 10
 
 
 def backend_faults(pg_url: str, schema: str, **settings: object) -> int:
     """The target backend's minor faults while it writes the 2nd to 4th feed."""
-    run = start_target(config(pg_url, schema, insert_batch_size=1000, **settings))
+    # One statement of ROWS rows per feed, whatever the timing.
+    run = start_target(
+        config(pg_url, schema, insert_batch_size=ROWS, max_batches_per_statement=1, **settings)
+    )
     try:
         run.feed([schema_msg("wide", PROPS, ["id"]), *lines(0, ROWS)])
         connection = run.target.flusher.postgres._conn  # the test looks inside: whose faults
@@ -76,6 +78,6 @@ def test_a_warmed_backend_keeps_a_statements_memory_instead_of_faulting_it_in_ag
             pg_conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
     cold, warm = faults["off"], faults["default"]
     # Without the warm-up glibc hands each statement's heap back to the kernel
-    # and the next one faults it in again: about 0.8 faults a row here.
-    assert cold > ROWS, f"the control measured too few faults to compare: {cold}"
-    assert warm * 3 < cold, f"warmed backend: {warm} faults, cold one: {cold}"
+    # and the next one faults it in again: about 1.2 faults a row here.
+    assert cold > 2 * ROWS, f"the control measured too few faults to compare: {cold}"
+    assert warm * 4 < cold, f"warmed backend: {warm} faults, cold one: {cold}"
