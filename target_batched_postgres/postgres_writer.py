@@ -215,7 +215,7 @@ class PostgresWriter:
                 # kernel when the statement ends and the next one faults every
                 # page in again: about a quarter of the server's CPU on W1.
                 try:
-                    conn.execute(HEAP_WARMUP_QUERY, (self._heap_warmup_pages,))
+                    conn.execute(HEAP_WARMUP_QUERY, (HEAP_WARMUP_PAGE, self._heap_warmup_pages))
                 except psycopg.Error as exc:
                     conn.close()
                     raise translate(exc) from exc

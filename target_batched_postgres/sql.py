@@ -76,16 +76,16 @@ def build_add_column(schema: str, table: str, column: str, column_type: ColumnTy
     )
 
 
-# Columns of a table with their types' schema, name and category (A = array), and
-# whether an INSERT that leaves the column out gives it something else than NULL
-# (a default, an identity or a generated value).
-# Allocates and frees one block of the bound number of 4 KiB pages in the
-# backend (see `server_heap_warmup_mib`); octet_length reads the result's
+# Allocates and frees one block of (page size x pages) bytes in the backend,
+# both bound (see `server_heap_warmup_mib`); octet_length reads the result's
 # header, not its bytes. repeat copies its argument once per repetition: 16 MiB
 # in 4 KiB pieces takes about 20 ms here, one byte at a time about 85 ms.
 HEAP_WARMUP_PAGE = 4096
-HEAP_WARMUP_QUERY = sql.SQL("SELECT octet_length(repeat(repeat('x', 4096), %s))")
+HEAP_WARMUP_QUERY = sql.SQL("SELECT octet_length(repeat(repeat('x', %s), %s))")
 
+# Columns of a table with their types' schema, name and category (A = array), and
+# whether an INSERT that leaves the column out gives it something else than NULL
+# (a default, an identity or a generated value).
 COLUMNS_QUERY = sql.SQL(
     "SELECT a.attname, n.nspname, t.typname, t.typcategory,"
     " a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''"
